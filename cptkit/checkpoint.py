@@ -1,0 +1,173 @@
+"""Resumable states and exported model folders, written so that a crash never leaves a fake one.
+
+Two different things live here (asking for both at once is an error at the CLI):
+- the *starting weights* of a run are `model.name_or_path`, loaded by `modeling.load_model`;
+- a *resumable state* `checkpoints/step-N/` holds everything to continue a run exactly:
+  model weights (safetensors), optimizer state, RNG states, the data position and loop state.
+
+Every write goes to a hidden temporary folder; files are fsynced, a COMMITTED marker listing
+every file and its size is written last, and the folder is renamed into place. A folder without
+a valid marker is never resumed from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from cptkit.errors import UserError
+
+COMMIT = "COMMITTED"
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    """Seal `tmp` with a marker and move it to `final` atomically (replacing an older one)."""
+    files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+    for name in files:
+        _fsync_file(tmp / name)
+    marker = tmp / COMMIT
+    marker.write_text(json.dumps({"files": files}, indent=1))
+    _fsync_file(marker)
+    _fsync_dir(tmp)
+    old = final.with_name(f".old-{final.name}-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def is_committed(folder: Path) -> bool:
+    marker = folder / COMMIT
+    try:
+        files = json.loads(marker.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return all((folder / n).is_file() and (folder / n).stat().st_size == size for n, size in files.items())
+
+
+def save_state(
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-step-{step}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    save_file(rng_state(), str(tmp / "rng.safetensors"))
+    if extra_tensors:
+        save_file(extra_tensors, str(tmp / "extra.safetensors"))
+    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+    final = root / f"step-{step}"
+    _commit(tmp, final)
+    return final
+
+
+def load_state(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore model, optimizer and RNG from a committed state; return the loop state."""
+    if not is_committed(folder):
+        raise UserError(f"{folder}: not a complete checkpoint (no valid {COMMIT} marker)")
+    missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
+    if unexpected or [k for k in missing if k not in _tied_names(model)]:
+        raise UserError(f"{folder}: weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    # weights_only: the optimizer state is plain tensors and numbers; nothing else is unpickled.
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
+    set_rng_state(load_file(str(folder / "rng.safetensors")))
+    return json.loads((folder / "trainer_state.json").read_text())
+
+
+def _tied_names(model: torch.nn.Module) -> set[str]:
+    seen: dict[int, str] = {}
+    tied = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            tied.add(name)
+        seen.setdefault(id(p), name)
+    return tied
+
+
+def step_of(folder: Path) -> int:
+    return int(folder.name.split("-", 1)[1])
+
+
+def committed_states(run_dir: Path) -> list[Path]:
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob("step-*") if p.name[5:].isdigit() and is_committed(p)]
+    return sorted(found, key=step_of)
+
+
+def latest_state(run_dir: Path) -> Path | None:
+    states = committed_states(run_dir)
+    return states[-1] if states else None
+
+
+def prune(run_dir: Path, keep_last: int, keep_best: int, metric_at: dict[int, float]) -> list[Path]:
+    """Delete states that are neither among the newest `keep_last` nor the best `keep_best`."""
+    states = committed_states(run_dir)
+    keep = {step_of(p) for p in states[-keep_last:]} if keep_last else set()
+    scored = sorted((metric_at[step_of(p)], step_of(p)) for p in states if step_of(p) in metric_at)
+    keep |= {step for _, step in scored[:keep_best]}
+    removed = [p for p in states if step_of(p) not in keep]
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
+    for tmp in (run_dir / "checkpoints").glob(".tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a crash during a save
+    return removed
+
+
+def export_model(model: torch.nn.Module, tokenizer, folder: Path, dtype: torch.dtype) -> None:
+    """A plain Hugging Face model folder (config, safetensors weights, tokenizer), atomically."""
+    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    state = {k: v.detach().to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    config_path = tmp / "config.json"
+    config = json.loads(config_path.read_text())
+    config["dtype"] = str(dtype).replace("torch.", "")
+    config["use_cache"] = True  # the exported model is for generation as much as for training
+    config_path.write_text(json.dumps(config, indent=2))
+    _commit(tmp, folder)
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    out = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"torch_cuda_{i}"] = s
+    return out
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch_cpu"])
+    cuda = [state[k] for k in sorted(state) if k.startswith("torch_cuda_")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)

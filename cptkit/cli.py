@@ -1,0 +1,162 @@
+"""The `cptkit` command: one function per subcommand.
+
+Exit status: 0 success; 2 a mistake in the config or the input (one message naming the key or the
+file and line, no traceback); 1 anything unexpected (a bug: the traceback is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from cptkit.errors import UserError
+
+log = logging.getLogger("cptkit")
+
+
+def _config(args: argparse.Namespace):
+    from cptkit.config import load_config
+
+    return load_config(args.config, args.set)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from cptkit.data.prepare import prepare
+    from cptkit.report.tables import prepare_table
+
+    cfg = _config(args)
+    manifests = prepare(cfg, force=args.force)
+    print(prepare_table(manifests))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from cptkit.data.prepare import read_manifest, source_plans
+    from cptkit.distributed import launched_world_size
+    from cptkit.planning import describe, make_plan
+
+    cfg = _config(args)
+    manifests = {p.name: read_manifest(cfg.prepared_dir / p.name) for p in source_plans(cfg)}
+    known = manifests if all(manifests.values()) else None
+    world = args.processes or launched_world_size()
+    print(describe(make_plan(cfg, known, world), cfg))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cptkit.report.tables import before_after_table
+    from cptkit.train.loop import train
+
+    cfg = _config(args)
+    summary = train(cfg, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(before_after_table(summary))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from cptkit.evaluation.run import evaluate_checkpoint
+
+    cfg = _config(args)
+    results = evaluate_checkpoint(cfg, Path(args.checkpoint))
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cptkit.report.render import write_report
+
+    path = write_report([Path(d) for d in args.run_dirs], out=Path(args.out) if args.out else None)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cptkit.demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cptkit", description="Continued pre-training of causal LMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", help="the run's YAML config")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value by dotted key, e.g. --set train.lr=2e-5 (repeatable)")
+
+    p = sub.add_parser("demo", help="offline end-to-end run on CPU: base model, CPT, eval, report")
+    p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    p.add_argument("--quick", action="store_true", help="a smaller version that finishes in about a minute")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("prepare", help="raw documents to curated, tokenized, packed shards")
+    with_config(p)
+    p.add_argument("--force", action="store_true", help="prepare again even if the shards are up to date")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("plan", help="dry run: budget, steps, LR curve and mix; trains nothing")
+    with_config(p)
+    p.add_argument("--processes", type=int, default=0, help="plan for this many processes (default: this launch's)")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("train", help="continued pre-training (prepares data first when needed)")
+    with_config(p)
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                   help="continue the run in output_dir from its newest checkpoint (or the one named)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="perplexity and bits-per-byte of a model folder or checkpoint")
+    with_config(p)
+    p.add_argument("--checkpoint", required=True, help="a model folder (best/, final/) or checkpoints/step-N")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", help="report.html for one run, or a comparison of several")
+    p.add_argument("run_dirs", nargs="+", help="run folders")
+    p.add_argument("--out", help="where to write the report (default RUN_DIR/report.html)")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def setup_logging() -> None:
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("transformers", "accelerate", "datasets", "urllib3", "filelock", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    # transformers' own progress bars (loading and writing weights) would interleave with ours.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"cptkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cptkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,388 @@
+"""The run config: one YAML file, typed sections, every field documented where it is declared.
+
+`load_config(path, overrides)` reads the YAML, applies `--set dotted.key=value` overrides, parses
+each section with its type, checks the combinations, and raises one `UserError` that lists every
+problem with its dotted path. Only `model.name_or_path`, `data.domain` and `output_dir` are
+required; everything else has the default written beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from cptkit.errors import UserError
+from cptkit.schema import INVALID, option, parse, to_dict
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = option(
+        help="Starting weights: a local Hugging Face model folder or a hub id "
+        "(any AutoModelForCausalLM). These are weights only; resuming a run is `--resume`."
+    )
+    dtype: Dtype = option(
+        "bfloat16",
+        help="Compute precision. float32: plain. bfloat16: autocast with float32 master weights. "
+        "float16: autocast with float32 master weights and dynamic loss scaling.",
+    )
+    trust_remote_code: bool = option(
+        False, help="Run modelling code shipped inside the model folder. Off unless you trust it."
+    )
+    revision: str | None = option(None, help="Hub revision (branch, tag or commit) of a hub id.")
+    attn_implementation: str = option(
+        "sdpa", help="Attention kernel passed to from_pretrained: sdpa | eager | flash_attention_2."
+    )
+
+
+@dataclass
+class SourceConfig:
+    paths: list[str] | str = option(
+        help="Files, folders (read recursively) or globs. Formats by extension: .jsonl .json "
+        ".parquet .csv .txt/.md, each optionally .gz or .zst."
+    )
+    text_field: str = option("text", help="The field that holds the document text (JSONL/JSON/Parquet/CSV).")
+    id_field: str | None = option(
+        None, help="A field that holds a document id; default: 'file:line' of the document."
+    )
+    format: Literal["auto", "jsonl", "json", "parquet", "csv", "text"] = option(
+        "auto", help="Input format; auto decides by file extension (.txt and unknown: one document per file)."
+    )
+    pipeline: str = option(
+        "none", help="Curation recipe applied before tokenizing: none (read, tokenize, pack)."
+    )
+    name: str | None = option(None, help="A name for this source in logs and the manifest.")
+
+
+@dataclass
+class DataConfig:
+    domain: list[SourceConfig] | SourceConfig = option(
+        help="The domain corpus to continue pre-training on: one source or a list of sources."
+    )
+    general: list[SourceConfig] | SourceConfig | None = option(
+        None, help="General text replayed against forgetting (see mix.replay_ratio); also evaluated."
+    )
+    eval: dict[str, SourceConfig] = option(
+        default_factory=dict,
+        help="Named held-out eval sets, e.g. {domain: {...}, general: {...}}. A role (domain, "
+        "general) without one gets a held-out slice of its own data (data.heldout_fraction).",
+    )
+    seq_len: int = option(2048, help="Tokens per training sequence (documents are packed, never padded).")
+    heldout_fraction: float = option(
+        0.01, help="Share of each role's documents set aside (never trained on) when data.eval lacks that role."
+    )
+    heldout_max_docs: int = option(1000, help="At most this many held-out documents per role.")
+    prepared_dir: str | None = option(
+        None, help="Where tokenized shards go; default OUTPUT_DIR/data. Shards are reused while inputs are unchanged."
+    )
+    num_workers: int = option(0, help="Tokenizer worker processes; 0 means one per CPU core (at most 16).")
+    shard_tokens: int = option(2**28, help="Tokens per shard file before a new one starts.")
+
+
+@dataclass
+class CurriculumConfig:
+    start: float = option(help="Domain share of training sequences at the first step.")
+    end: float = option(help="Domain share at the last step.")
+
+
+@dataclass
+class MixConfig:
+    replay_ratio: float | None = option(
+        None,
+        help="Share of training tokens drawn from data.general (compute-equivalent: they come out of "
+        "the token budget). Default: 0.05 when data.general is given, else 0.",
+    )
+
+
+@dataclass
+class TrainConfig:
+    lr: float = option(2e-5, help="Peak learning rate (about a tenth of a typical pre-training peak).")
+    schedule: Literal["cosine", "constant"] = option(
+        "cosine", help="cosine: linear warmup, cosine decay to min_lr_ratio*lr. constant: warmup, then flat."
+    )
+    warmup_ratio: float = option(0.03, help="Warmup length as a share of the total steps.")
+    warmup_steps: int | None = option(None, help="Warmup length in steps; overrides warmup_ratio.")
+    min_lr_ratio: float = option(0.1, help="The floor of the cosine decay as a share of lr.")
+    weight_decay: float = option(0.01, help="Decoupled AdamW weight decay (not applied to norms, biases).")
+    betas: list[float] = option(default_factory=lambda: [0.9, 0.95], help="AdamW betas.")
+    eps: float = option(1e-8, help="AdamW epsilon.")
+    max_grad_norm: float = option(1.0, help="Clip the global gradient norm to this; 0 turns clipping off.")
+    global_batch_tokens: int = option(
+        524288, help="Tokens per optimizer step over all processes; rounded down to whole sequences."
+    )
+    micro_batch_size: int = option(4, help="Sequences per forward pass per process (gradient accumulation fills the rest).")
+    max_tokens: int | None = option(
+        None, help="Training budget in tokens. Default (with max_steps unset): one pass over the domain data plus its replay."
+    )
+    max_steps: int | None = option(None, help="Training budget in optimizer steps (instead of max_tokens).")
+    seed: int = option(42, help="Seed for weights that start random, data order and every other random draw.")
+    log_every: int = option(1, help="Write a metrics.jsonl line every this many optimizer steps.")
+    document_masking: bool = option(
+        True, help="Restart position ids at each document so attention never crosses documents in a pack."
+    )
+
+
+@dataclass
+class RegularizerConfig:
+    kind: Literal["none"] = option("none", help="Penalty against forgetting: none.")
+    weight: float = option(0.1, help="Weight of the penalty in the loss.")
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = option(1000, help="Save a resumable state every this many steps (and at the end).")
+    keep_last: int = option(2, help="Keep the newest this many resumable states.")
+    keep_best: int = option(3, help="Also keep this many states with the best checkpoint.metric.")
+    metric: str = option(
+        "domain_ppl", help="NAME_ppl, NAME_loss or NAME_bpb of an eval set; lower is better. Chooses best/."
+    )
+
+
+@dataclass
+class EvalConfig:
+    every_steps: int = option(500, help="Evaluate every this many steps; always at step 0 and at the end.")
+    max_tokens: int = option(2_000_000, help="Tokens scored per eval set (the first ones, in order).")
+    micro_batch_size: int | None = option(None, help="Sequences per eval forward; default: train.micro_batch_size.")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = option(help="The model to start from.")
+    data: DataConfig = option(help="Corpora, eval sets and packing.")
+    output_dir: str = option(help="The run folder: config, shards, metrics, checkpoints, report.")
+    mix: MixConfig = option(default_factory=MixConfig, help="How domain and general data are mixed.")
+    train: TrainConfig = option(default_factory=TrainConfig, help="Optimisation.")
+    regularizer: RegularizerConfig = option(default_factory=RegularizerConfig, help="Forgetting penalties.")
+    checkpoint: CheckpointConfig = option(default_factory=CheckpointConfig, help="Resumable states and best/.")
+    eval: EvalConfig = option(default_factory=EvalConfig, help="Perplexity and bits-per-byte evaluation.")
+
+    # Derived views, filled by resolve(); not part of the YAML.
+    @property
+    def domain_sources(self) -> list[SourceConfig]:
+        return _as_list(self.data.domain)
+
+    @property
+    def general_sources(self) -> list[SourceConfig]:
+        return _as_list(self.data.general)
+
+    @property
+    def prepared_dir(self) -> Path:
+        return Path(self.data.prepared_dir or Path(self.output_dir) / "data")
+
+    def eval_set_names(self) -> list[str]:
+        names = ["domain"]
+        if self.general_sources:
+            names.append("general")
+        names += [n for n in self.data.eval if n not in names]
+        return names
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """Apply one `--set a.b.c=value` override to the raw mapping."""
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    node[keys[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    out = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: expected dotted.key=value, e.g. --set train.lr=2e-5")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def load_raw(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        raise UserError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not UTF-8 text") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: the config must be a YAML mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_config(
+    path: str | os.PathLike | None,
+    overrides: list[str] | None = None,
+    raw: dict | None = None,
+    check_paths: bool = True,
+) -> Config:
+    """Read, override, parse and check a run config; raise UserError listing every problem."""
+    data = raw if raw is not None else load_raw(path)
+    for key, value in parse_overrides(overrides or []):
+        set_dotted(data, key, value)
+    problems: list[str] = []
+    cfg = parse(Config, data, "", problems)
+    if cfg is INVALID:
+        raise UserError(f"{path or 'config'}: {len(problems)} problem(s):", problems)
+    problems += check(cfg, base_dir=Path(path).parent if path else Path.cwd(), check_paths=check_paths)
+    if problems:
+        raise UserError(f"{path or 'config'}: {len(problems)} problem(s):", problems)
+    resolve(cfg)
+    return cfg
+
+
+def resolve(cfg: Config) -> None:
+    """Fill the documented context-dependent defaults so config.yaml shows what was used."""
+    if cfg.mix.replay_ratio is None:
+        cfg.mix.replay_ratio = 0.05 if cfg.general_sources else 0.0
+    cfg.data.domain = cfg.domain_sources
+    cfg.data.general = cfg.general_sources or None
+    for role, sources in (("domain", cfg.domain_sources), ("general", cfg.general_sources)):
+        for i, src in enumerate(sources):
+            if isinstance(src.paths, str):
+                src.paths = [src.paths]
+            if src.name is None:
+                src.name = role if len(sources) == 1 else f"{role}{i}"
+    for src in cfg.data.eval.values():
+        if isinstance(src.paths, str):
+            src.paths = [src.paths]
+
+
+def check(cfg: Config, base_dir: Path, check_paths: bool = True) -> list[str]:
+    """Combinations and values that types alone cannot rule out."""
+    p: list[str] = []
+    t, d, m = cfg.train, cfg.data, cfg.mix
+
+    def positive(path: str, value: float | None, allow_zero: bool = False) -> None:
+        if value is None:
+            return
+        if value < 0 or (value == 0 and not allow_zero):
+            p.append(f"{path}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+    def unit(path: str, value: float | None, closed: bool = True) -> None:
+        if value is not None and not (0 <= value <= 1 if closed else 0 <= value < 1):
+            p.append(f"{path}: must lie in [0, 1{']' if closed else ')'}, got {value}")
+
+    positive("train.lr", t.lr)
+    positive("data.seq_len", d.seq_len)
+    positive("train.micro_batch_size", t.micro_batch_size)
+    positive("train.global_batch_tokens", t.global_batch_tokens)
+    positive("train.max_tokens", t.max_tokens)
+    positive("train.max_steps", t.max_steps)
+    positive("train.weight_decay", t.weight_decay, allow_zero=True)
+    positive("train.max_grad_norm", t.max_grad_norm, allow_zero=True)
+    positive("train.eps", t.eps)
+    positive("train.log_every", t.log_every)
+    positive("train.warmup_steps", t.warmup_steps, allow_zero=True)
+    positive("data.shard_tokens", d.shard_tokens)
+    positive("data.num_workers", d.num_workers, allow_zero=True)
+    positive("data.heldout_max_docs", d.heldout_max_docs, allow_zero=True)
+    positive("checkpoint.every_steps", cfg.checkpoint.every_steps)
+    positive("checkpoint.keep_last", cfg.checkpoint.keep_last)
+    positive("checkpoint.keep_best", cfg.checkpoint.keep_best, allow_zero=True)
+    positive("eval.every_steps", cfg.eval.every_steps)
+    positive("eval.max_tokens", cfg.eval.max_tokens)
+    positive("eval.micro_batch_size", cfg.eval.micro_batch_size)
+    positive("regularizer.weight", cfg.regularizer.weight, allow_zero=True)
+    unit("train.warmup_ratio", t.warmup_ratio, closed=False)
+    unit("train.min_lr_ratio", t.min_lr_ratio)
+    unit("data.heldout_fraction", d.heldout_fraction, closed=False)
+    unit("mix.replay_ratio", m.replay_ratio, closed=False)
+    if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
+        p.append(f"train.betas: must be two numbers in [0, 1), got {t.betas}")
+    if t.max_tokens is not None and t.max_steps is not None:
+        p.append("train.max_tokens and train.max_steps: give one budget, not both")
+    if t.global_batch_tokens < d.seq_len * t.micro_batch_size and t.global_batch_tokens > 0:
+        p.append(
+            f"train.global_batch_tokens: {t.global_batch_tokens} is less than one micro batch "
+            f"(data.seq_len {d.seq_len} x train.micro_batch_size {t.micro_batch_size})"
+        )
+    if m.replay_ratio and not cfg.general_sources:
+        p.append("mix.replay_ratio: replay needs data.general (the text to replay)")
+    metric = cfg.checkpoint.metric
+    names = cfg.eval_set_names()
+    stem, _, kind = metric.rpartition("_")
+    if kind not in ("ppl", "loss", "bpb") or stem not in names:
+        options = ", ".join(f"{n}_ppl" for n in names)
+        p.append(f"checkpoint.metric: {metric!r} is not an eval metric of this run (e.g. {options})")
+    if check_paths:
+        p += _check_paths(cfg, base_dir)
+    return p
+
+
+def _check_paths(cfg: Config, base_dir: Path) -> list[str]:
+    p: list[str] = []
+    roles: list[tuple[str, Any]] = []
+    for role in ("domain", "general"):
+        value = getattr(cfg.data, role)
+        if isinstance(value, list):
+            roles += [(f"data.{role}[{i}]", s) for i, s in enumerate(value)]
+        elif value is not None:
+            roles.append((f"data.{role}", value))
+    roles += [(f"data.eval.{name}", s) for name, s in cfg.data.eval.items()]
+    for path, src in roles:
+        patterns = [src.paths] if isinstance(src.paths, str) else src.paths
+        if not patterns:
+            p.append(f"{path}.paths: empty; name at least one file, folder or glob")
+        for pattern in patterns:
+            if not expand_paths([pattern]):
+                p.append(f"{path}.paths: {pattern!r} matches no file")
+    model = cfg.model.name_or_path
+    looks_local = model.startswith(("/", ".", "~")) or model.count("/") != 1 or os.sep in model[:1]
+    if looks_local and not Path(model).expanduser().exists():
+        p.append(f"model.name_or_path: {model!r} is not an existing folder (nor a hub id of the form org/name)")
+    return p
+
+
+def expand_paths(patterns: list[str]) -> list[Path]:
+    """Files named by paths, folders (recursive) and globs, sorted and without repeats."""
+    seen: dict[Path, None] = {}
+    for pattern in patterns:
+        pattern = os.path.expanduser(pattern)
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        for match in matches:
+            path = Path(match)
+            if path.is_dir():
+                for f in sorted(path.rglob("*")):
+                    if f.is_file() and not f.name.startswith("."):
+                        seen.setdefault(f, None)
+            elif path.is_file():
+                seen.setdefault(path, None)
+    return list(seen)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def replace(cfg: Config, **sections: Any) -> Config:
+    return dataclasses.replace(cfg, **sections)

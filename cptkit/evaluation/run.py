@@ -1,0 +1,65 @@
+"""`cptkit eval CONFIG --checkpoint DIR`: score a saved model on the run's eval sets.
+
+DIR is either a Hugging Face model folder (`best/`, `final/`, any local model) or a resumable
+state (`checkpoints/step-N/`), whose weights are loaded into the config's model. Results are
+printed and written to OUTPUT_DIR/evals/<DIR name>.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+from cptkit import checkpoint
+from cptkit.config import Config
+from cptkit.distributed import setup
+from cptkit.errors import UserError
+from cptkit.evaluation.perplexity import evaluate
+from cptkit.modeling import load_model
+
+log = logging.getLogger("cptkit")
+
+
+def load_for_eval(cfg: Config, folder: Path):
+    if (folder / "config.json").is_file():
+        return load_model(dataclasses.replace(cfg.model, name_or_path=str(folder)))
+    if checkpoint.is_committed(folder) and (folder / "model.safetensors").is_file():
+        from safetensors.torch import load_model as load_weights
+
+        model = load_model(cfg.model)
+        load_weights(model, str(folder / "model.safetensors"), strict=False)
+        return model
+    raise UserError(f"--checkpoint {folder}: neither a model folder (config.json) nor a complete checkpoint")
+
+
+def evaluate_checkpoint(cfg: Config, folder: Path) -> dict:
+    from cptkit.train.setup import eval_sets, prepared_data
+
+    if not folder.is_dir():
+        raise UserError(f"--checkpoint {folder}: no such folder")
+    dist = setup(cfg.model.dtype)
+    manifests = prepared_data(cfg, dist)
+    model = load_for_eval(cfg, folder).to(dist.device)
+    started = time.time()
+    results = evaluate(
+        model,
+        eval_sets(cfg, manifests),
+        seq_len=cfg.data.seq_len,
+        micro_batch_size=cfg.eval.micro_batch_size or cfg.train.micro_batch_size,
+        device=dist.device,
+        autocast=dist.accelerator.autocast,
+        all_reduce=dist.all_reduce_sum,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        document_masking=cfg.train.document_masking,
+    )
+    results = {"checkpoint": str(folder), **results, "wall_s": round(time.time() - started, 2)}
+    if dist.is_main:
+        out = Path(cfg.output_dir) / "evals" / f"{folder.name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
+        log.info("wrote %s", out)
+    return results

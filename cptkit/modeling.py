@@ -1,0 +1,86 @@
+"""Load the starting model and its tokenizer, turning loading failures into clear user errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from cptkit.config import ModelConfig
+from cptkit.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _where(cfg: ModelConfig) -> str:
+    return f"model.name_or_path {cfg.name_or_path!r}"
+
+
+def load_tokenizer(cfg: ModelConfig):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            cfg.name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{_where(cfg)}: cannot load its tokenizer ({_first_line(exc)})") from None
+    if tok.eos_token_id is None:
+        raise UserError(
+            f"{_where(cfg)}: the tokenizer defines no EOS token; cptkit marks document ends with it. "
+            "Set eos_token in the tokenizer's config."
+        )
+    return tok
+
+
+def load_model(cfg: ModelConfig, master_dtype: torch.dtype = torch.float32):
+    """The model with float32 master weights (autocast supplies the compute precision)."""
+    from transformers import AutoModelForCausalLM
+
+    _check_weights(cfg)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            cfg.name_or_path,
+            revision=cfg.revision,
+            trust_remote_code=cfg.trust_remote_code,
+            dtype=master_dtype,
+            attn_implementation=cfg.attn_implementation,
+        )
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise UserError(f"{_where(cfg)}: cannot load the model ({_first_line(exc)})") from None
+    # Training and evaluation forwards never use a KV cache: with a cache, transformers does not
+    # derive the per-document mask from position ids and attention crosses packed documents.
+    model.config.use_cache = False
+    return model
+
+
+def _check_weights(cfg: ModelConfig) -> None:
+    """A local folder must hold readable weights; a truncated safetensors file is named."""
+    folder = Path(cfg.name_or_path).expanduser()
+    if not folder.is_dir():
+        return
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{_where(cfg)}: {folder / 'config.json'} is missing; not a Hugging Face model folder")
+    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    if not weights:
+        raise UserError(f"{_where(cfg)}: no weights (*.safetensors) in {folder}")
+    from safetensors import safe_open
+
+    for path in folder.glob("*.safetensors"):
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                fh.keys()
+        except Exception as exc:  # safetensors raises its own error type for corrupt headers
+            raise UserError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

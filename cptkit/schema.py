@@ -1,0 +1,226 @@
+"""Typed parsing of nested dicts into dataclasses, collecting every problem with its dotted path.
+
+A config section is a plain dataclass whose fields carry their documentation in
+`field(metadata={"help": ...})` (see `option`). `parse(cls, data)` walks the YAML mapping and the
+dataclass types together; it never stops at the first problem, so a user sees every unknown key
+and wrong type at once. Supported field types: bool, int, float, str, Literal[...], X | None,
+list[X], dict[str, X], nested dataclasses, and `Section | list[Section]` (one or several).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, Literal, Union
+
+MISSING = dataclasses.MISSING
+
+
+def option(default: Any = MISSING, help: str = "", default_factory: Any = MISSING) -> Any:
+    """A dataclass field with its documentation; `default=MISSING` makes it required."""
+    meta = {"help": help}
+    if default_factory is not MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    if default is MISSING:
+        return dataclasses.field(metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def parse(cls: type, data: Any, path: str, problems: list[str]) -> Any:
+    """Build `cls` from `data`; append 'path: message' strings to `problems` for each fault."""
+    return _convert(cls, data, path, problems)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {value!r}"
+    if isinstance(value, (int, float)):
+        return f"number {value!r}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping of {_type_name(typing.get_args(tp)[1])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if tp is type(None):
+        return "null"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+class _Invalid:
+    """Marker for a value that failed to convert (its problem is already recorded)."""
+
+
+INVALID = _Invalid()
+
+
+def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return _convert_union(tp, value, path, problems)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices and type(value) is type(choices[0]):
+            return value
+        problems.append(f"{path}: must be one of {', '.join(map(repr, choices))}, got {_describe(value)}")
+        return INVALID
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            problems.append(f"{path}: must be {_type_name(tp)}, got {_describe(value)}")
+            return INVALID
+        return [_convert(item_tp, v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        _, item_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            problems.append(f"{path}: must be {_type_name(tp)}, got {_describe(value)}")
+            return INVALID
+        return {str(k): _convert(item_tp, v, f"{path}.{k}", problems) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _convert_dataclass(tp, value, path, problems)
+    return _convert_scalar(tp, value, path, problems)
+
+
+def _convert_union(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
+    args = typing.get_args(tp)
+    if value is None:
+        if type(None) in args:
+            return None
+        problems.append(f"{path}: must be {_type_name(tp)}, got null")
+        return INVALID
+    candidates = [a for a in args if a is not type(None)]
+    # A single section given where a list of sections is allowed: take it as a list of one.
+    sections = [a for a in candidates if dataclasses.is_dataclass(a)]
+    lists = [a for a in candidates if typing.get_origin(a) is list]
+    if isinstance(value, dict) and sections:
+        return _convert(sections[0], value, path, problems)
+    if isinstance(value, list) and lists:
+        return _convert(lists[0], value, path, problems)
+    for cand in candidates:
+        trial: list[str] = []
+        out = _convert(cand, value, path, trial)
+        if not trial:
+            return out
+    if len(candidates) == 1:
+        return _convert(candidates[0], value, path, problems)
+    problems.append(f"{path}: must be {_type_name(tp)}, got {_describe(value)}")
+    return INVALID
+
+
+def _convert_scalar(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        # 1.0e9 and "1e9" are common ways to write a large count; accept them when whole.
+        number = _as_number(value)
+        if number is not None and math.isfinite(number) and number == int(number):
+            return int(number)
+    elif tp is float:
+        number = _as_number(value)
+        if number is not None:
+            return number
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Any:
+        return value
+    problems.append(f"{path}: must be {_type_name(tp)}, got {_describe(value)}")
+    return INVALID
+
+
+def _as_number(value: Any) -> float | None:
+    """Numbers, and strings YAML left unparsed such as '1e-5' (PyYAML reads that as a string)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip().replace("_", ""))
+        except ValueError:
+            return None
+    return None
+
+
+def _convert_dataclass(cls: type, value: Any, path: str, problems: list[str]) -> Any:
+    if not isinstance(value, dict):
+        problems.append(f"{path}: must be a mapping, got {_describe(value)}")
+        return INVALID
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for key, raw in value.items():
+        sub = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            problems.append(f"{sub}: unknown key (known keys here: {known})")
+            continue
+        converted = _convert(hints[key], raw, sub, problems)
+        if converted is not INVALID:
+            kwargs[key] = converted
+    ok = True
+    for name, f in fields.items():
+        required = f.default is MISSING and f.default_factory is MISSING
+        if required and name not in kwargs:
+            if name not in value:
+                sub = f"{path}.{name}" if path else name
+                problems.append(f"{sub}: required, but missing")
+            ok = False
+    if not ok:
+        return INVALID
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """The plain-data form of a parsed config (for writing the resolved config.yaml)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def reference(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, help) for every field, for the README's config reference."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if f.default is not MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not MISSING:
+            default = repr(to_dict(f.default_factory()))
+        else:
+            default = "(required)"
+        rows.append((key, _type_name(tp), default, f.metadata.get("help", "")))
+        nested = [a for a in (tp, *typing.get_args(tp)) if dataclasses.is_dataclass(a)]
+        if nested and typing.get_origin(tp) is not dict:
+            rows.extend(reference(nested[0], prefix=f"{key}."))
+    return rows

@@ -1,0 +1,157 @@
+"""`cptkit train`: the one training loop, from prepared shards to checkpoints and summary.json.
+
+Setup (prepared data, plan, model, optimizer, resume) is in `cptkit.train.setup`; this module is
+the loop itself, readable top to bottom: one optimizer step = the mix schedule picks the global
+rows, this process runs its micro batches with gradient accumulation, clips, steps, logs, and
+at the configured steps evaluates and saves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+
+import torch
+
+from cptkit import checkpoint
+from cptkit.evaluation.perplexity import evaluate
+from cptkit.train.losses import forward_logits, sequence_losses
+from cptkit.train.optim import set_lr
+from cptkit.train.setup import Run, build_run
+
+log = logging.getLogger("cptkit")
+
+
+def train(cfg, resume: bool | str = False) -> dict:
+    run = build_run(cfg, resume)
+    acc, model, optimizer, plan = run.dist.accelerator, run.model, run.optimizer, run.plan
+    device = run.dist.device
+    if run.step == 0:
+        run_eval(run)  # step 0: the untouched base model, before any update
+    model.train()
+    progress = run.progress()
+    total = plan.total_steps
+    while run.step < total:
+        started = time.perf_counter()
+        lr = plan.schedule(run.step)
+        set_lr(optimizer, lr)
+        rows = run.stream.next_step(plan.rows_per_step, progress=run.step / total)
+        micro_batches = run.stream.micro_batches(rows, plan.micro_batch_size, run.dist.world_size, run.dist.rank)
+        # The loss is a mean over every predicted token of the global batch, so each process
+        # divides its sum by the global count (DDP then averages gradients over processes).
+        local_targets = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
+        global_targets = int(run.dist.all_reduce_sum(torch.tensor(float(local_targets), device=device)))
+        scale = run.dist.world_size / max(global_targets, 1)
+        by_role = torch.zeros(2, 2, dtype=torch.float64, device=device)  # [domain, replay] x [sum, count]
+        for i, batch in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            labels = batch["labels"].to(device)
+            with contextlib.nullcontext() if last else acc.no_sync(model):
+                with acc.autocast():
+                    logits = forward_logits(model, {k: batch[k].to(device) for k in ("input_ids", "position_ids")})
+                loss_sum, count = sequence_losses(logits, labels)
+                acc.backward(loss_sum.sum() * scale)
+            del logits
+            replay = torch.tensor([s in run.replay_names for s in batch["sources"]], device=device)
+            for role, rows_of_role in enumerate((~replay, replay)):
+                by_role[role, 0] += loss_sum.detach()[rows_of_role].double().sum()
+                by_role[role, 1] += count[rows_of_role].sum()
+        max_norm = cfg.train.max_grad_norm or float("inf")
+        grad_norm = float(acc.clip_grad_norm_(model.parameters(), max_norm))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        run.step += 1
+        run.tokens += plan.tokens_per_step
+        by_role = run.dist.all_reduce_sum(by_role)
+        elapsed = time.perf_counter() - started
+        run.train_wall += elapsed
+        loss = float(by_role[:, 0].sum() / by_role[:, 1].sum().clamp(min=1))
+        record = {
+            "step": run.step,
+            "tokens": run.tokens,
+            "lr": lr,
+            "loss": loss,
+            "loss_domain": _mean(by_role[0]),
+            "loss_replay": _mean(by_role[1]),
+            "loss_reg": 0.0,
+            "grad_norm": grad_norm,
+            "tokens_per_s": plan.tokens_per_step / elapsed,
+        }
+        if run.step % cfg.train.log_every == 0 or run.step == total:
+            run.log_metrics(record)
+        progress.update(run.step, loss, record["tokens_per_s"])
+        evaluated = False
+        if run.step % cfg.eval.every_steps == 0 or run.step == total or (
+            run.step % cfg.checkpoint.every_steps == 0 and cfg.checkpoint.keep_best
+        ):
+            run_eval(run)
+            evaluated = True
+            model.train()
+        if run.step % cfg.checkpoint.every_steps == 0 or run.step == total:
+            save(run, evaluated)
+    progress.close()
+    return finish(run)
+
+
+def _mean(role: torch.Tensor) -> float | None:
+    return float(role[0] / role[1]) if role[1] > 0 else None
+
+
+def run_eval(run: Run) -> dict:
+    cfg = run.cfg
+    acc = run.dist.accelerator
+    results = evaluate(
+        acc.unwrap_model(run.model),
+        run.eval_sets,
+        seq_len=cfg.data.seq_len,
+        micro_batch_size=cfg.eval.micro_batch_size or cfg.train.micro_batch_size,
+        device=run.dist.device,
+        autocast=acc.autocast,
+        all_reduce=run.dist.all_reduce_sum,
+        rank=run.dist.rank,
+        world_size=run.dist.world_size,
+        document_masking=cfg.train.document_masking,
+    )
+    record = {"step": run.step, "tokens": run.tokens, **results}
+    run.log_eval(record)
+    metric = results.get(cfg.checkpoint.metric)
+    run.metric_at[run.step] = metric
+    if metric is not None and metric == metric and (run.best is None or metric < run.best[cfg.checkpoint.metric]):
+        run.best = record
+        if run.dist.is_main:
+            checkpoint.export_model(acc.unwrap_model(run.model), run.tokenizer, run.dir / "best", run.save_dtype)
+        log.info("step %d: new best %s %.4f, exported to %s", run.step, cfg.checkpoint.metric, metric, run.dir / "best")
+    parts = [f"{name} ppl {results[f'{name}_ppl']:.3f}" for name in (es.name for es in run.eval_sets)]
+    log.info("eval step %d: %s", run.step, ", ".join(parts))
+    run.dist.barrier()
+    return record
+
+
+def save(run: Run, evaluated: bool) -> None:
+    cfg = run.cfg
+    if run.dist.is_main:
+        path = checkpoint.save_state(
+            run.dir, run.step, run.dist.accelerator.unwrap_model(run.model), run.optimizer, run.state_dict()
+        )
+        checkpoint.prune(
+            run.dir,
+            cfg.checkpoint.keep_last,
+            cfg.checkpoint.keep_best,
+            {s: m for s, m in run.metric_at.items() if m is not None and m == m},
+        )
+        log.info("step %d: saved %s", run.step, path)
+    run.dist.barrier()
+
+
+def finish(run: Run) -> dict:
+    if run.dist.is_main:
+        checkpoint.export_model(
+            run.dist.accelerator.unwrap_model(run.model), run.tokenizer, run.dir / "final", run.save_dtype
+        )
+    summary = run.summary()
+    if run.dist.is_main:
+        (run.dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    run.close()
+    return summary
