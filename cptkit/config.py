@@ -128,6 +128,11 @@ class TrainConfig:
     document_masking: bool = option(
         True, help="Restart position ids at each document so attention never crosses documents in a pack."
     )
+    loss_chunk_tokens: int = option(
+        1024,
+        help="Tokens per chunk of the fused output-layer + cross-entropy, so full float32 logits never "
+        "exist; 0 uses the model's full logits. Models with scaled or capped logits fall back to full.",
+    )
 
 
 @dataclass
@@ -299,6 +304,7 @@ def check(cfg: Config, base_dir: Path, check_paths: bool = True) -> list[str]:
     positive("train.eps", t.eps)
     positive("train.log_every", t.log_every)
     positive("train.warmup_steps", t.warmup_steps, allow_zero=True)
+    positive("train.loss_chunk_tokens", t.loss_chunk_tokens, allow_zero=True)
     positive("data.shard_tokens", d.shard_tokens)
     positive("data.num_workers", d.num_workers, allow_zero=True)
     positive("data.heldout_max_docs", d.heldout_max_docs, allow_zero=True)

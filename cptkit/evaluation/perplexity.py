@@ -14,6 +14,7 @@ nothing of size [tokens, vocabulary] is kept between batches.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,6 @@ import numpy as np
 import torch
 
 from cptkit.data.shards import Shard, open_split, pack_window
-from cptkit.train.losses import forward_logits, sequence_losses
 
 
 @dataclass
@@ -55,7 +55,7 @@ def build_eval_set(name: str, parts: list[tuple[Path, dict]], seq_len: int, max_
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module,
+    loss_fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     eval_sets: list[EvalSet],
     seq_len: int,
     micro_batch_size: int,
@@ -66,9 +66,11 @@ def evaluate(
     world_size: int = 1,
     document_masking: bool = True,
 ) -> dict[str, float]:
-    """{NAME_loss, NAME_ppl, NAME_bpb, NAME_tokens} for every set; windows split across processes."""
-    was_training = model.training
-    model.eval()
+    """{NAME_loss, NAME_ppl, NAME_bpb, NAME_tokens} for every set; windows split across processes.
+
+    `loss_fn(input_ids=, position_ids=, labels=)` returns (total, per-row sums, per-row counts):
+    a `CausalLMLoss` module (wrapped for DDP/FSDP or not) in eval mode, or a function doing the same.
+    """
     results: dict[str, float] = {}
     for es in eval_sets:
         mine = es.windows[rank::world_size]
@@ -77,9 +79,7 @@ def evaluate(
             packed = [pack_window(sh, s, seq_len, document_masking, end=e) for sh, s, e in mine[i : i + micro_batch_size]]
             inputs, labels, positions = (torch.from_numpy(np.stack(x)).to(device) for x in zip(*packed))
             with autocast():
-                logits = forward_logits(model, {"input_ids": inputs, "position_ids": positions})
-            loss_sum, count = sequence_losses(logits, labels)
-            del logits
+                _, loss_sum, count = loss_fn(input_ids=inputs, position_ids=positions, labels=labels)
             totals[0] += loss_sum.double().sum()
             totals[1] += count.sum()
         if all_reduce is not None:
@@ -90,6 +90,4 @@ def evaluate(
         results[f"{es.name}_ppl"] = math.exp(mean) if count else float("nan")
         results[f"{es.name}_bpb"] = loss_sum / math.log(2) / es.n_bytes if es.n_bytes else float("nan")
         results[f"{es.name}_tokens"] = count
-    if was_training:
-        model.train()
     return results

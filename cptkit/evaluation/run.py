@@ -19,6 +19,7 @@ from cptkit.distributed import setup
 from cptkit.errors import UserError
 from cptkit.evaluation.perplexity import evaluate
 from cptkit.modeling import load_model
+from cptkit.train.losses import CausalLMLoss, check_chunked_head
 
 log = logging.getLogger("cptkit")
 
@@ -42,10 +43,11 @@ def evaluate_checkpoint(cfg: Config, folder: Path) -> dict:
         raise UserError(f"--checkpoint {folder}: no such folder")
     dist = setup(cfg.model.dtype)
     manifests = prepared_data(cfg, dist)
-    model = load_for_eval(cfg, folder).to(dist.device)
+    lm = load_for_eval(cfg, folder).to(dist.device)
+    chunk = cfg.train.loss_chunk_tokens if cfg.train.loss_chunk_tokens and check_chunked_head(lm, dist.device) else None
     started = time.time()
     results = evaluate(
-        model,
+        CausalLMLoss(lm, chunk).eval(),
         eval_sets(cfg, manifests),
         seq_len=cfg.data.seq_len,
         micro_batch_size=cfg.eval.micro_batch_size or cfg.train.micro_batch_size,

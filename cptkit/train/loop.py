@@ -17,7 +17,6 @@ import torch
 
 from cptkit import checkpoint
 from cptkit.evaluation.perplexity import evaluate
-from cptkit.train.losses import forward_logits, sequence_losses
 from cptkit.train.optim import set_lr
 from cptkit.train.setup import Run, build_run
 
@@ -47,17 +46,16 @@ def train(cfg, resume: bool | str = False) -> dict:
         by_role = torch.zeros(2, 2, dtype=torch.float64, device=device)  # [domain, replay] x [sum, count]
         for i, batch in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
-            labels = batch["labels"].to(device)
+            inputs = {k: batch[k].to(device) for k in ("input_ids", "position_ids", "labels")}
+            # Gradients are all-reduced once per optimizer step, on the last micro batch.
             with contextlib.nullcontext() if last else acc.no_sync(model):
                 with acc.autocast():
-                    logits = forward_logits(model, {k: batch[k].to(device) for k in ("input_ids", "position_ids")})
-                loss_sum, count = sequence_losses(logits, labels)
-                acc.backward(loss_sum.sum() * scale)
-            del logits
+                    loss_sum, row_sums, row_counts = model(**inputs)
+                acc.backward(loss_sum * scale)
             replay = torch.tensor([s in run.replay_names for s in batch["sources"]], device=device)
             for role, rows_of_role in enumerate((~replay, replay)):
-                by_role[role, 0] += loss_sum.detach()[rows_of_role].double().sum()
-                by_role[role, 1] += count[rows_of_role].sum()
+                by_role[role, 0] += row_sums[rows_of_role].double().sum()
+                by_role[role, 1] += row_counts[rows_of_role].sum()
         max_norm = cfg.train.max_grad_norm or float("inf")
         grad_norm = float(acc.clip_grad_norm_(model.parameters(), max_norm))
         optimizer.step()
@@ -88,7 +86,6 @@ def train(cfg, resume: bool | str = False) -> dict:
         ):
             run_eval(run)
             evaluated = True
-            model.train()
         if run.step % cfg.checkpoint.every_steps == 0 or run.step == total:
             save(run, evaluated)
     progress.close()
@@ -102,8 +99,9 @@ def _mean(role: torch.Tensor) -> float | None:
 def run_eval(run: Run) -> dict:
     cfg = run.cfg
     acc = run.dist.accelerator
+    run.model.eval()
     results = evaluate(
-        acc.unwrap_model(run.model),
+        run.model,
         run.eval_sets,
         seq_len=cfg.data.seq_len,
         micro_batch_size=cfg.eval.micro_batch_size or cfg.train.micro_batch_size,
@@ -114,6 +112,7 @@ def run_eval(run: Run) -> dict:
         world_size=run.dist.world_size,
         document_masking=cfg.train.document_masking,
     )
+    run.model.train()
     record = {"step": run.step, "tokens": run.tokens, **results}
     run.log_eval(record)
     metric = results.get(cfg.checkpoint.metric)
@@ -121,7 +120,7 @@ def run_eval(run: Run) -> dict:
     if metric is not None and metric == metric and (run.best is None or metric < run.best[cfg.checkpoint.metric]):
         run.best = record
         if run.dist.is_main:
-            checkpoint.export_model(acc.unwrap_model(run.model), run.tokenizer, run.dir / "best", run.save_dtype)
+            checkpoint.export_model(run.lm, run.tokenizer, run.dir / "best", run.save_dtype)
         log.info("step %d: new best %s %.4f, exported to %s", run.step, cfg.checkpoint.metric, metric, run.dir / "best")
     parts = [f"{name} ppl {results[f'{name}_ppl']:.3f}" for name in (es.name for es in run.eval_sets)]
     log.info("eval step %d: %s", run.step, ", ".join(parts))
@@ -132,9 +131,7 @@ def run_eval(run: Run) -> dict:
 def save(run: Run, evaluated: bool) -> None:
     cfg = run.cfg
     if run.dist.is_main:
-        path = checkpoint.save_state(
-            run.dir, run.step, run.dist.accelerator.unwrap_model(run.model), run.optimizer, run.state_dict()
-        )
+        path = checkpoint.save_state(run.dir, run.step, run.lm, run.optimizer, run.state_dict())
         checkpoint.prune(
             run.dir,
             cfg.checkpoint.keep_last,
@@ -147,9 +144,7 @@ def save(run: Run, evaluated: bool) -> None:
 
 def finish(run: Run) -> dict:
     if run.dist.is_main:
-        checkpoint.export_model(
-            run.dist.accelerator.unwrap_model(run.model), run.tokenizer, run.dir / "final", run.save_dtype
-        )
+        checkpoint.export_model(run.lm, run.tokenizer, run.dir / "final", run.save_dtype)
     summary = run.summary()
     if run.dist.is_main:
         (run.dir / "summary.json").write_text(json.dumps(summary, indent=2))

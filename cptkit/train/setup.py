@@ -28,6 +28,7 @@ from cptkit.planning import RunPlan, make_plan
 from cptkit.schema import to_dict
 from cptkit.train.batches import TrainStream
 from cptkit.train.logs import JsonLines, Progress, truncate_after
+from cptkit.train.losses import CausalLMLoss, check_chunked_head
 from cptkit.train.optim import build_optimizer
 
 log = logging.getLogger("cptkit")
@@ -43,7 +44,7 @@ class Run:
     dir: Path
     dist: Dist
     plan: RunPlan
-    model: torch.nn.Module
+    model: torch.nn.Module  # CausalLMLoss around the HF model, as prepared (maybe DDP/FSDP-wrapped)
     optimizer: torch.optim.Optimizer
     tokenizer: object
     stream: TrainStream
@@ -61,6 +62,11 @@ class Run:
     base: dict | None = None
     last_eval: dict | None = None
     metric_at: dict[int, float | None] = field(default_factory=dict)
+
+    @property
+    def lm(self) -> torch.nn.Module:
+        """The Hugging Face model itself, outside any DDP/FSDP wrapper and the loss module."""
+        return self.dist.accelerator.unwrap_model(self.model).lm
 
     def log_metrics(self, record: dict) -> None:
         if self.metrics is not None:
@@ -183,16 +189,22 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
     }
     stream = TrainStream(windows, plan.shares, cfg.train.seed, cfg.train.document_masking)
     optimizer = build_optimizer(model, cfg.train)
-    model, optimizer = dist.accelerator.prepare(model, optimizer)
+    module, optimizer = dist.accelerator.prepare(CausalLMLoss(model, None), optimizer)
+    lm = dist.accelerator.unwrap_model(module).lm
     if cfg.train.document_masking:
-        check_document_masking(dist.accelerator.unwrap_model(model), dist.device)
+        check_document_masking(lm, dist.device)
+    if cfg.train.loss_chunk_tokens:
+        if check_chunked_head(lm, dist.device):
+            dist.accelerator.unwrap_model(module).chunk = cfg.train.loss_chunk_tokens
+        else:
+            log.info("model %s: logits are not a plain linear head; using full logits for the loss", type(lm).__name__)
     run = Run(
-        cfg=cfg, dir=run_dir, dist=dist, plan=plan, model=model, optimizer=optimizer, tokenizer=tokenizer,
+        cfg=cfg, dir=run_dir, dist=dist, plan=plan, model=module, optimizer=optimizer, tokenizer=tokenizer,
         stream=stream, eval_sets=eval_sets(cfg, manifests), replay_names=set(plan.general_names),
         save_dtype=DTYPES[cfg.model.dtype],
     )
     if target is not None:
-        state = checkpoint.load_state(target, dist.accelerator.unwrap_model(model), optimizer)
+        state = checkpoint.load_state(target, lm, optimizer)
         _check_same_run(cfg, state["run_defining"], target)
         run.load_state_dict(state)
         log.info("resumed from %s at step %d", target, run.step)

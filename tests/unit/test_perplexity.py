@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from cptkit.config import load_config
 from cptkit.data.prepare import prepare
 from cptkit.evaluation.perplexity import build_eval_set, evaluate
+from cptkit.train.losses import CausalLMLoss
 
 TEXTS = ["The cat sat on the mat.", "Ünïcödé — bytes are not characters: 漢字.", "def f(x):\n    return x + 1\n",
          "A longer sentence about perplexity, bits and bytes, written for a test."]
@@ -29,8 +30,8 @@ def prepared(tmp_path, tiny_model):
     return es, manifests
 
 
-def run_eval(model, es):
-    return evaluate(model, [es], seq_len=256, micro_batch_size=2, device=torch.device("cpu"),
+def run_eval(model, es, chunk=None):
+    return evaluate(CausalLMLoss(model.eval(), chunk), [es], seq_len=256, micro_batch_size=2, device=torch.device("cpu"),
                     autocast=contextlib.nullcontext)
 
 
@@ -67,9 +68,10 @@ def test_packed_evaluation_equals_scoring_each_document_alone(prepared, tiny_mod
             logits = model(input_ids=x, use_cache=False).logits[0, :-1]
         total += float(torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum"))
         count += len(ids) - 1
-    r = run_eval(model, es)
-    assert r["domain_tokens"] == count
-    assert r["domain_loss"] == pytest.approx(total / count, rel=1e-5)
+    for chunk in (None, 5):  # full logits and the chunked loss agree
+        r = run_eval(model, es, chunk)
+        assert r["domain_tokens"] == count
+        assert r["domain_loss"] == pytest.approx(total / count, rel=1e-5)
 
 
 def test_max_tokens_cuts_at_a_document_boundary(prepared, tmp_path):
