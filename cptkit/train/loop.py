@@ -76,6 +76,7 @@ def train(cfg, resume: bool | str = False) -> dict:
             "loss_reg": 0.0,
             "grad_norm": grad_norm,
             "tokens_per_s": plan.tokens_per_step / elapsed,
+            "target_tokens": global_targets,  # tokens predicted this step (no boundaries, no padding)
         }
         if run.step % cfg.train.log_every == 0 or run.step == total:
             run.log_metrics(record)
