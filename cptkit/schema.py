@@ -54,13 +54,17 @@ def _type_name(tp: Any) -> str:
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+        args = [a for a in typing.get_args(tp) if typing.get_origin(a) is not list or
+                typing.get_args(a)[0] not in typing.get_args(tp)]
+        many = len(args) < len(typing.get_args(tp))  # Section | list[Section]: "one or several"
+        text = " or ".join(_type_name(a) for a in args)
+        return text.replace(_type_name(args[0]), f"{_type_name(args[0])} (or a list of them)", 1) if many else text
     if origin is list:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     if origin is dict:
-        return f"a mapping of {_type_name(typing.get_args(tp)[1])}"
+        return f"a mapping of names to {_type_name(typing.get_args(tp)[1])}"
     if dataclasses.is_dataclass(tp):
-        return "a mapping"
+        return f"a {tp.__name__.removesuffix('Config').lower()} section"
     if tp is type(None):
         return "null"
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
@@ -206,8 +210,12 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def reference(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """(dotted key, type, default, help) for every field, for the README's config reference."""
+def reference(cls: type, prefix: str = "", seen: set | None = None) -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, help) for every field, for the README's config reference.
+
+    A section type met a second time (data.general after data.domain) is not expanded again.
+    """
+    seen = set() if seen is None else seen
     rows = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -221,6 +229,31 @@ def reference(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
             default = "(required)"
         rows.append((key, _type_name(tp), default, f.metadata.get("help", "")))
         nested = [a for a in (tp, *typing.get_args(tp)) if dataclasses.is_dataclass(a)]
-        if nested and typing.get_origin(tp) is not dict:
-            rows.extend(reference(nested[0], prefix=f"{key}."))
+        if nested and typing.get_origin(tp) is not dict and nested[0] not in seen:
+            seen.add(nested[0])
+            rows.extend(reference(nested[0], prefix=f"{key}.", seen=seen))
     return rows
+
+
+def markdown_reference(cls: type) -> str:
+    """The config reference as Markdown: one table per top-level section (used in the README)."""
+    out = []
+    top = [r for r in reference(cls) if "." not in r[0]]
+    rows = reference(cls)
+    for key, _, default, help in top:
+        out.append(f"**`{key}`**: {help}" + (" (required)" if default == "(required)" and "." not in key else ""))
+        out.append("")
+        sub = [r for r in rows if r[0].startswith(key + ".")]
+        if not sub:
+            out.append("")
+            continue
+        out.append("| key | type | default | meaning |")
+        out.append("| --- | --- | --- | --- |")
+        for k, tp, d, h in sub:
+            out.append(f"| `{k}` | {_cell(tp)} | `{_cell(d)}` | {_cell(h)} |")
+        out.append("")
+    return "\n".join(out).strip() + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
