@@ -28,7 +28,7 @@ th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right;vertical-align:
 th{background:#f3f3f3;white-space:nowrap}
 td:first-child,th:first-child,td.text,td.ok,td.prompt{text-align:left}
 td:first-child{white-space:nowrap}
-td.prompt{max-width:22em}td.text,td.ok{max-width:18em;overflow-wrap:anywhere}
+td.prompt{max-width:22em;white-space:normal}td.text,td.ok{max-width:18em;overflow-wrap:anywhere}
 td.ok{background:#e9f6ec}.nl{color:#999}
 .better{color:#1a7f37}.worse{color:#b42318}
 .figs{display:flex;flex-wrap:wrap;gap:1em}.figs img{width:calc(50% - .5em);min-width:320px;max-width:100%;height:auto;border:1px solid #eee}
