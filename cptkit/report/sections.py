@@ -53,7 +53,11 @@ def text(value: str, cls: str = "") -> str:
 
 def table(table_id: str, header: list[str], rows: list[tuple[str, list[str]]]) -> str:
     """rows: (data-key, cells already rendered as <td>); wrapped to scroll sideways if too wide."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    # Headers of text columns sit left like their cells; number columns stay right-aligned.
+    first = rows[0][1] if rows else []
+    left = [i < len(first) and first[i].startswith("<td class='") and "data-value" not in first[i]
+            for i in range(len(header))]
+    head = "".join(f"<th{' class=l' if is_left else ''}>{html.escape(h)}</th>" for h, is_left in zip(header, left))
     body = "".join(f"<tr data-key='{html.escape(key)}'>{''.join(cells)}</tr>" for key, cells in rows)
     return f"<div class='scroll'><table id='{table_id}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
