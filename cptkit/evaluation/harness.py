@@ -19,7 +19,6 @@ lm-eval is an optional dependency: `pip install cptkit[harness]`.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import yaml
@@ -109,19 +108,12 @@ def run_harness(lm, tokenizer, spec: str, max_length: int, batch_size: int, devi
                         "or a task name lm-eval knows")
     model = HFLM(pretrained=lm, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length, device=str(device))
     log.info("lm-eval %s: %s (context %d tokens)", lm_eval.__version__, ", ".join(names), max_length)
-    quiet = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # lm-eval draws a progress bar per batch; one log line says enough
     try:
         out = lm_eval.simple_evaluate(model=model, tasks=names, task_manager=manager, limit=limit,
                                       log_samples=False, verbosity="ERROR")
     except (ConnectionError, FileNotFoundError) as exc:
         raise UserError(f"--harness {', '.join(names)}: a task's data is not on this machine and cannot be "
                         f"downloaded offline ({str(exc).splitlines()[0][:300]})") from None
-    finally:
-        if quiet is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = quiet
     return {
         "tasks": _flatten(out["results"]),
         "samples": {t: int(v.get("effective", v.get("original", 0))) if isinstance(v, dict) else int(v)
