@@ -26,7 +26,8 @@ h3{font-size:1.02em;margin:1.1em 0 .3em}
 table{border-collapse:collapse;margin:.4em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right;vertical-align:top}
 th{background:#f3f3f3;white-space:nowrap}
-td:first-child,th:first-child,th.l,td.text,td.ok,td.prompt{text-align:left}
+td:first-child,th:first-child,th.l,td.text,td.ok,td.prompt,td.answer{text-align:left}
+td.answer{white-space:nowrap}
 td:first-child{white-space:nowrap}
 td.prompt{max-width:22em;white-space:normal}td.text,td.ok{max-width:18em;overflow-wrap:anywhere}
 td.ok{background:#e9f6ec}.nl{color:#999}

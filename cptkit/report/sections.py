@@ -105,7 +105,7 @@ def changed_answers(run: RunData, name: str, prefix: str = "") -> str:
         return "<p class='note'>No probe's greedy answer changed.</p>"
     rows = []
     for c in changed:
-        rows.append((c["id"], [text(c["prompt"], "prompt"), text(c["answer"]),
+        rows.append((c["id"], [text(c["prompt"], "prompt"), text(c["answer"], "answer"),
                                text(c["base_greedy"], "ok" if c["base_exact"] else "text"),
                                text(c["final_greedy"], "ok" if c["final_exact"] else "text"),
                                num(c["base_logprob_tok"], 3), num(c["final_logprob_tok"], 3)]))
