@@ -62,8 +62,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from cptkit.evaluation.run import evaluate_checkpoint
 
     cfg = _config(args)
-    results = evaluate_checkpoint(cfg, Path(args.checkpoint))
-    print(json.dumps(results, indent=2))
+    results = evaluate_checkpoint(cfg, Path(args.checkpoint), harness=args.harness, harness_limit=args.harness_limit)
+    # Per-probe results go to the evals/ file only; the console gets the aggregates.
+    print(json.dumps({k: v for k, v in results.items() if k != "probe_results"}, indent=2))
     return 0
 
 
@@ -115,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="perplexity and bits-per-byte of a model folder or checkpoint")
     with_config(p)
     p.add_argument("--checkpoint", required=True, help="a model folder (best/, final/) or checkpoints/step-N")
+    p.add_argument("--harness", metavar="TASKS",
+                   help="also run lm-evaluation-harness tasks: comma-separated task YAML files, folders of "
+                        "them, or task names (needs cptkit[harness]); results merged into summary.json")
+    p.add_argument("--harness-limit", type=int, default=None, metavar="N",
+                   help="score at most N documents per harness task (a quick look, not a result)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("report", help="report.html for one run, or a comparison of several")

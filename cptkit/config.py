@@ -156,6 +156,16 @@ class EvalConfig:
     every_steps: int = option(500, help="Evaluate every this many steps; always at step 0 and at the end.")
     max_tokens: int = option(2_000_000, help="Tokens scored per eval set (the first ones, in order).")
     micro_batch_size: int | None = option(None, help="Sequences per eval forward; default: train.micro_batch_size.")
+    probes: dict[str, str] = option(
+        default_factory=lambda: {"general": "builtin:general"},
+        help="Named probe sets scored at every evaluation (answer log-likelihood, greedy exact match, "
+        "choice among distractors): NAME: a JSONL file of {prompt, answer, distractors?} lines, or "
+        "builtin:general (shipped general knowledge) / builtin:template. {} turns probes off.",
+    )
+    probe_new_tokens: int = option(
+        16, help="Greedy tokens generated per probe; the continuation must begin with the answer."
+    )
+    probe_batch_size: int = option(32, help="Probe sequences per forward (they are short).")
 
 
 @dataclass
@@ -314,6 +324,8 @@ def check(cfg: Config, base_dir: Path, check_paths: bool = True) -> list[str]:
     positive("eval.every_steps", cfg.eval.every_steps)
     positive("eval.max_tokens", cfg.eval.max_tokens)
     positive("eval.micro_batch_size", cfg.eval.micro_batch_size)
+    positive("eval.probe_new_tokens", cfg.eval.probe_new_tokens)
+    positive("eval.probe_batch_size", cfg.eval.probe_batch_size)
     positive("regularizer.weight", cfg.regularizer.weight, allow_zero=True)
     unit("train.warmup_ratio", t.warmup_ratio, closed=False)
     unit("train.min_lr_ratio", t.min_lr_ratio)
@@ -336,6 +348,10 @@ def check(cfg: Config, base_dir: Path, check_paths: bool = True) -> list[str]:
     if kind not in ("ppl", "loss", "bpb") or stem not in names:
         options = ", ".join(f"{n}_ppl" for n in names)
         p.append(f"checkpoint.metric: {metric!r} is not an eval metric of this run (e.g. {options})")
+    from cptkit.evaluation.probes import check_spec
+
+    for name, spec in cfg.eval.probes.items():
+        p += check_spec(f"eval.probes.{name}", name, spec, check_path=check_paths)
     if check_paths:
         p += _check_paths(cfg, base_dir)
     return p

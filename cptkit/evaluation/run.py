@@ -1,8 +1,11 @@
-"""`cptkit eval CONFIG --checkpoint DIR`: score a saved model on the run's eval sets.
+"""`cptkit eval CONFIG --checkpoint DIR [--harness TASKS]`: score a saved model.
 
 DIR is either a Hugging Face model folder (`best/`, `final/`, any local model) or a resumable
-state (`checkpoints/step-N/`), whose weights are loaded into the config's model. Results are
-printed and written to OUTPUT_DIR/evals/<DIR name>.json.
+state (`checkpoints/step-N/`), whose weights are loaded into the config's model. It is scored on
+the run's eval sets (perplexity, bits per byte), on the probe sets of `eval.probes`, and with
+`--harness` on lm-evaluation-harness tasks. Results are printed and written to
+OUTPUT_DIR/evals/<DIR name>.json; harness results are also merged into OUTPUT_DIR/summary.json
+under `harness.<DIR name>`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from cptkit.config import Config
 from cptkit.distributed import setup
 from cptkit.errors import UserError
 from cptkit.evaluation.perplexity import evaluate
-from cptkit.modeling import load_model
+from cptkit.evaluation.probes import load_probe_sets, score_probe_sets
+from cptkit.evaluation.summary import merge_harness
+from cptkit.modeling import load_model, load_tokenizer
 from cptkit.train.losses import CausalLMLoss, check_chunked_head
 
 log = logging.getLogger("cptkit")
@@ -36,11 +41,23 @@ def load_for_eval(cfg: Config, folder: Path):
     raise UserError(f"--checkpoint {folder}: neither a model folder (config.json) nor a complete checkpoint")
 
 
-def evaluate_checkpoint(cfg: Config, folder: Path) -> dict:
+def tokenizer_for(cfg: Config, folder: Path):
+    """The folder's own tokenizer when it has one (an exported model), else the config's."""
+    if (folder / "tokenizer_config.json").is_file():
+        return load_tokenizer(dataclasses.replace(cfg.model, name_or_path=str(folder)))
+    return load_tokenizer(cfg.model)
+
+
+def evaluate_checkpoint(cfg: Config, folder: Path, harness: str | None = None, harness_limit: int | None = None) -> dict:
     from cptkit.train.setup import eval_sets, prepared_data
 
     if not folder.is_dir():
         raise UserError(f"--checkpoint {folder}: no such folder")
+    if harness is not None:
+        from cptkit.evaluation.harness import parse_tasks
+
+        parse_tasks(harness)  # a wrong task path stops here, before data and model are loaded
+    probe_sets = load_probe_sets(cfg.eval.probes)
     dist = setup(cfg.model.dtype)
     manifests = prepared_data(cfg, dist)
     lm = load_for_eval(cfg, folder).to(dist.device)
@@ -58,7 +75,23 @@ def evaluate_checkpoint(cfg: Config, folder: Path) -> dict:
         world_size=dist.world_size,
         document_masking=cfg.train.document_masking,
     )
+    tokenizer = tokenizer_for(cfg, folder)
+    probe_rows: list[dict] = []
+    if probe_sets:
+        scores, probe_rows = score_probe_sets(lm, tokenizer, probe_sets, dist.device, dist.accelerator.autocast,
+                                              chunk=chunk, batch_size=cfg.eval.probe_batch_size,
+                                              new_tokens=cfg.eval.probe_new_tokens)
+        results.update(scores)
     results = {"checkpoint": str(folder), **results, "wall_s": round(time.time() - started, 2)}
+    if harness is not None and dist.is_main:
+        from cptkit.evaluation.harness import run_harness
+
+        results["harness"] = run_harness(lm, tokenizer, harness, max_length=cfg.data.seq_len,
+                                         batch_size=cfg.eval.micro_batch_size or cfg.train.micro_batch_size,
+                                         device=dist.device, limit=harness_limit)
+        log.info("harness results merged into %s", merge_harness(Path(cfg.output_dir), folder.name, results["harness"]))
+    if probe_rows:
+        results["probe_results"] = probe_rows
     if dist.is_main:
         out = Path(cfg.output_dir) / "evals" / f"{folder.name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,8 @@
-"""Figures for the report, drawn with matplotlib's non-interactive backend, returned as PNG bytes."""
+"""Figures for the report, drawn with matplotlib's non-interactive backend, returned as PNG bytes.
+
+Every figure takes the runs to draw; with several runs each line is prefixed with its run's name,
+so one figure compares them.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cptkit.report.collect import RunData  # noqa: E402
+from cptkit.report.collect import RunData, mix_schedule  # noqa: E402
 
 WIDTH, HEIGHT = 6.4, 3.4
 
@@ -27,35 +31,54 @@ def _series(records: list[dict], key: str, x: str = "tokens") -> tuple[list, lis
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def _prefix(run: RunData, runs: list[RunData]) -> str:
+    return f"{run.name}: " if len(runs) > 1 else ""
+
+
+def _finish(ax, title: str, xlabel: str, ylabel: str, legend: bool = True) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
 def training_loss(runs: list[RunData]) -> bytes:
     fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT))
     for run in runs:
-        prefix = f"{run.name}: " if len(runs) > 1 else ""
-        for key, style in (("loss_domain", "-"), ("loss_replay", "--")):
+        for key, label, style in (("loss_domain", "domain", "-"), ("loss_replay", "replay (general)", "--")):
             xs, ys = _series(run.metrics, key)
             if xs:
-                ax.plot(xs, ys, style, label=f"{prefix}{key}", linewidth=1)
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title("Training loss per source")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+                ax.plot(xs, ys, style, label=f"{_prefix(run, runs)}{label}", linewidth=1)
+    _finish(ax, "Training loss per source", "training tokens", "loss (nats/token)")
     return _png(fig)
 
 
 def eval_perplexity(runs: list[RunData]) -> bytes:
     fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT))
     for run in runs:
-        prefix = f"{run.name}: " if len(runs) > 1 else ""
         for name in run.eval_names():
             xs, ys = _series(run.evals, f"{name}_ppl")
-            ax.plot(xs, ys, "o-", label=f"{prefix}{name}", markersize=3, linewidth=1)
+            ax.plot(xs, ys, "o-", label=f"{_prefix(run, runs)}{name}", markersize=3, linewidth=1)
     ax.set_yscale("log")
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("perplexity")
-    ax.set_title("Held-out perplexity (step 0 = base model)")
+    _finish(ax, "Held-out perplexity (first point = base model)", "training tokens", "perplexity")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def probe_curves(runs: list[RunData]) -> bytes:
+    """Greedy exact match (left) and answer log-likelihood per token (right) over training."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(WIDTH, HEIGHT))
+    for run in runs:
+        for name in run.probe_names():
+            xs, ys = _series(run.evals, f"probe_{name}_exact")
+            left.plot(xs, [100 * y for y in ys], "o-", markersize=3, linewidth=1, label=f"{_prefix(run, runs)}{name}")
+            xs, ys = _series(run.evals, f"probe_{name}_logprob_tok")
+            right.plot(xs, ys, "o-", markersize=3, linewidth=1, label=f"{_prefix(run, runs)}{name}")
+    left.set_ylim(0, 100)
+    _finish(left, "Probes: greedy exact match", "training tokens", "% of probes")
+    _finish(right, "Probes: answer log-likelihood", "training tokens", "nats per answer token", legend=False)
     return _png(fig)
 
 
@@ -64,12 +87,24 @@ def learning_rate(runs: list[RunData]) -> bytes:
     for run in runs:
         xs, ys = _series(run.metrics, "lr", x="step")
         ax.plot(xs, ys, label=run.name, linewidth=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("learning rate")
-    ax.set_title("Learning-rate schedule")
-    ax.grid(alpha=0.3)
-    if len(runs) > 1:
-        ax.legend(fontsize=8)
+    _finish(ax, "Learning-rate schedule", "step", "learning rate", legend=len(runs) > 1)
+    return _png(fig)
+
+
+def mix(runs: list[RunData]) -> bytes | None:
+    """The planned share of sequences per source over training; None when no run has one."""
+    fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT * 0.8))
+    drawn = False
+    for run in runs:
+        steps, series = mix_schedule(run)
+        for name, shares in series.items():
+            ax.plot(steps, [100 * s for s in shares], label=f"{_prefix(run, runs)}{name}", linewidth=1.2)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_ylim(0, 100)
+    _finish(ax, "Data mix schedule", "step", "% of training sequences")
     return _png(fig)
 
 
@@ -78,25 +113,28 @@ def throughput(runs: list[RunData]) -> bytes:
     for run in runs:
         xs, ys = _series(run.metrics, "tokens_per_s", x="step")
         ax.plot(xs, ys, label=run.name, linewidth=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("tokens / s")
-    ax.set_title("Training throughput")
-    ax.grid(alpha=0.3)
-    if len(runs) > 1:
-        ax.legend(fontsize=8)
+    _finish(ax, "Training throughput", "step", "tokens / s", legend=len(runs) > 1)
     return _png(fig)
+
+
+def pareto(points: list[tuple[str, float, float]]) -> list[str]:
+    """Runs no other run beats on both forgetting and domain change (lower is better for both)."""
+    return [name for name, f, g in points
+            if not any((f2 <= f and g2 <= g) and (f2 < f or g2 < g) for _, f2, g2 in points)]
 
 
 def frontier(points: list[tuple[str, float, float]]) -> bytes:
     """(run, general ppl change, domain ppl change) as relative changes; lower-left is better."""
     fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT * 1.2))
+    best = set(pareto(points))
     for name, forget, gain in points:
-        ax.scatter([forget * 100], [gain * 100], s=30)
+        ax.scatter([forget * 100], [gain * 100], s=36, color="#1f77b4" if name in best else "#999999", zorder=3)
         ax.annotate(name, (forget * 100, gain * 100), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    front = sorted((f * 100, g * 100) for n, f, g in points if n in best)
+    if len(front) > 1:
+        ax.plot(*zip(*front), "-", color="#1f77b4", linewidth=1, label="frontier (no run better on both)")
     ax.axvline(0, color="grey", linewidth=0.8)
     ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_xlabel("general perplexity change, % (forgetting; right is worse)")
-    ax.set_ylabel("domain perplexity change, % (down is better)")
-    ax.set_title("Forgetting vs domain gain")
-    ax.grid(alpha=0.3)
+    _finish(ax, "Forgetting vs domain gain (final vs base)",
+            "general perplexity change, % (forgetting; right is worse)", "domain perplexity change, % (down is better)")
     return _png(fig)

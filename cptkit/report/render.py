@@ -1,7 +1,10 @@
 """`cptkit report`: a self-contained report.html (plots embedded) with PNG copies beside it.
 
 Every number shown is read from the run folders' files (summary.json, eval.jsonl,
-metrics.jsonl, manifests); nothing is recomputed from the model.
+metrics.jsonl, probes.jsonl, manifests); nothing is recomputed from the model. The page needs
+nothing from the network: styles are inline and figures are embedded as data: URIs. It is laid
+out for a laptop screen: one column at most 1100 px wide, figures two by two, wide tables
+scrolling sideways inside their box rather than widening the page.
 """
 
 from __future__ import annotations
@@ -10,77 +13,85 @@ import base64
 import html
 from pathlib import Path
 
-from cptkit.report import plots
+from cptkit.report import plots, sections
 from cptkit.report.collect import RunData, load_run
+from cptkit.report.sections import fmt
 
 STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222}
-h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}
-td:first-child,th:first-child{text-align:left}
+*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:1.2em auto;padding:0 1em;color:#222;line-height:1.4}
+h1{font-size:1.45em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+h3{font-size:1.02em;margin:1.1em 0 .3em}
+.scroll{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;margin:.4em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right;vertical-align:top}
+th{background:#f3f3f3;white-space:nowrap}
+td:first-child,th:first-child,th.l,td.text,td.ok,td.prompt,td.answer{text-align:left}
+td.answer{white-space:nowrap}
+td:first-child{white-space:nowrap}
+td.prompt{max-width:22em;white-space:normal}td.text,td.ok{max-width:18em;overflow-wrap:anywhere}
+td.ok{background:#e9f6ec}.nl{color:#999}
 .better{color:#1a7f37}.worse{color:#b42318}
-.figs{display:flex;flex-wrap:wrap;gap:1em}.figs img{max-width:100%;width:520px;border:1px solid #eee}
-.note{color:#555;font-size:.9em}
+.figs{display:flex;flex-wrap:wrap;gap:1em}.figs img{width:calc(50% - .5em);min-width:320px;max-width:100%;height:auto;border:1px solid #eee}
+.note{color:#555;font-size:.9em;margin:.3em 0}
+details{margin:.6em 0}summary{cursor:pointer;font-weight:600}
 """
 
 
-def _num(value, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return f"{value:,}" if isinstance(value, int) else html.escape(str(value))
-
-
-def _change(before, after) -> str:
-    if not before or after is None:
-        return "-"
-    rel = after / before - 1
-    cls = "better" if rel < 0 else "worse" if rel > 0 else ""
-    return f'<span class="{cls}">{rel:+.2%}</span>'
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def before_after(run: RunData) -> str:
-    s = run.summary
-    base, best, final = s.get("base", {}), s.get("best", {}), s.get("final", {})
-    rows = []
-    for name in run.eval_names():
-        for kind in ("ppl", "bpb", "loss"):
-            key = f"{name}_{kind}"
-            b = base.get(key)
-            rows.append([f"{name} {kind}", _num(b), _num(best.get(key)), _change(b, best.get(key)),
-                         _num(final.get(key)), _change(b, final.get(key))])
-    return _table(["metric", "base (step 0)", f"best (step {best.get('step', '-')})", "change",
-                   "final", "change"], rows)
-
-
-def data_summary(run: RunData) -> str:
-    rows = []
-    for name, m in run.manifests.items():
-        d, bad = m["documents"], m["bad_input"]
-        dropped = {}
-        for step in m["steps"]:
-            for reason, n in step["dropped"].items():
-                dropped[f"{step['name']}:{reason}"] = n
-        reasons = ", ".join(f"{html.escape(k)} {v:,}" for k, v in sorted(dropped.items(), key=lambda kv: -kv[1]))
-        bad_text = ", ".join(f"{html.escape(k)} {v:,}" for k, v in bad["reasons"].items())
-        rows.append([html.escape(name), _num(d["read"]), _num(d["kept"]), _num(d["dropped"]), reasons or "-",
-                     _num(bad["total"]), bad_text or "-", _num(m["tokens"]["train"]), _num(m["tokens"]["eval"])])
-    return _table(["source", "documents read", "kept", "dropped", "drop reasons", "bad input",
-                   "bad input reasons", "train tokens", "held-out tokens"], rows)
-
-
-def _figure(name: str, png: bytes, folder: Path) -> str:
+def _figure(name: str, png: bytes | None, folder: Path, caption: str) -> str:
+    if png is None:
+        return ""
     (folder / f"{name}.png").write_bytes(png)
     data = base64.b64encode(png).decode()
-    return f'<img alt="{name}" src="data:image/png;base64,{data}">'
+    return f'<img id="fig-{name}" alt="{html.escape(caption)}" title="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+
+
+def _meta(run: RunData) -> str:
+    s, cfg = run.summary, run.config
+    train, mix = cfg.get("train", {}), cfg.get("mix", {})
+    model = cfg.get("model", {}).get("name_or_path", "?")
+    parts = [f"model {html.escape(str(model))}",
+             f"{fmt(s.get('tokens_trained'))} tokens in {fmt(s.get('steps'))} steps",
+             f"{fmt(s.get('wall_s'))} s wall on {fmt(s.get('world_size'))} process(es)"]
+    if train:
+        parts.append(f"lr {fmt(train.get('lr'))} ({html.escape(str(train.get('schedule')))})")
+    if mix.get("replay_ratio") is not None:
+        parts.append(f"replay ratio {fmt(mix.get('replay_ratio'))}")
+    return f"<p class='note'>{'; '.join(parts)}</p>"
+
+
+def run_sections(run: RunData, level: str = "h2", prefix: str = "") -> list[str]:
+    """Before/after, probes, harness and data of one run."""
+    sub = "h3" if level == "h2" else "h4"
+    best_step = run.summary.get("best", {}).get("step", "-")
+    out = [_meta(run), f"<{level}>Before and after</{level}>",
+           f"<p class='note'>Held-out evaluation of the base model (step 0), the best checkpoint by "
+           f"{html.escape(str(run.summary.get('metric', '?')))} (step {best_step}) and the final model.</p>",
+           sections.before_after(run, prefix)]
+    if run.probe_names():
+        out.append(f"<{level}>Probes</{level}>")
+        for name in run.probe_names():
+            out += [f"<{sub}>{html.escape(name)}</{sub}>", sections.probe_table(run, name, prefix),
+                    f"<{sub}>{html.escape(name)}: answers that changed (greedy, base vs final)</{sub}>",
+                    sections.changed_answers(run, name, prefix)]
+    if run.summary.get("harness"):
+        out += [f"<{level}>lm-evaluation-harness</{level}>", sections.harness(run, prefix)]
+    if run.manifests:
+        out += [f"<{level}>Data</{level}>", sections.data_summary(run, prefix)]
+    return out
+
+
+def curves(runs: list[RunData], folder: Path) -> list[str]:
+    figs = [_figure("eval_perplexity", plots.eval_perplexity(runs), folder, "held-out perplexity per eval set")]
+    if any(r.metrics for r in runs):
+        figs.append(_figure("training_loss", plots.training_loss(runs), folder, "training loss per source"))
+    if any(r.probe_names() for r in runs):
+        figs.append(_figure("probes", plots.probe_curves(runs), folder, "probe results over training"))
+    if any(r.metrics for r in runs):
+        figs.append(_figure("learning_rate", plots.learning_rate(runs), folder, "learning-rate schedule"))
+        figs.append(_figure("mix", plots.mix(runs), folder, "data mix schedule"))
+        figs.append(_figure("throughput", plots.throughput(runs), folder, "training throughput"))
+    return ["<h2>Curves</h2><div class='figs'>", *figs, "</div>"]
 
 
 def frontier_points(runs: list[RunData]) -> list[tuple[str, float, float]]:
@@ -93,47 +104,43 @@ def frontier_points(runs: list[RunData]) -> list[tuple[str, float, float]]:
     return points
 
 
-def comparison(runs: list[RunData]) -> str:
-    rows = []
+def _unique_names(runs: list[RunData]) -> None:
+    """Runs from folders with the same name (a/run, b/run) get their parent folder's name too."""
+    seen: dict[str, int] = {}
     for run in runs:
-        s = run.summary
-        base, final = s.get("base", {}), s.get("final", {})
-        rows.append([html.escape(run.name), _num(s.get("tokens_trained")),
-                     _num(final.get("domain_ppl")), _change(base.get("domain_ppl"), final.get("domain_ppl")),
-                     _num(final.get("general_ppl")), _change(base.get("general_ppl"), final.get("general_ppl")),
-                     _num(s.get("wall_s"))])
-    return _table(["run", "tokens trained", "domain ppl", "vs base", "general ppl", "vs base", "wall s"], rows)
+        seen[run.name] = seen.get(run.name, 0) + 1
+    for run in runs:
+        if seen[run.name] > 1:
+            run.name = f"{run.dir.resolve().parent.name}/{run.name}"
 
 
 def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
     runs = [load_run(d) for d in run_dirs]
+    _unique_names(runs)
     out = out or (run_dirs[0] / "report.html" if len(runs) == 1 else Path("comparison") / "report.html")
     folder = out.parent
     folder.mkdir(parents=True, exist_ok=True)
     title = runs[0].name if len(runs) == 1 else f"{len(runs)} runs compared"
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>cptkit: {html.escape(title)}</title>",
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>cptkit: {html.escape(title)}</title>",
              f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{STYLE}</style></head><body>",
              f"<h1>cptkit report: {html.escape(title)}</h1>"]
-    if len(runs) > 1:
-        parts += ["<h2>Runs side by side</h2>", comparison(runs)]
+    if len(runs) == 1:
+        parts += run_sections(runs[0])
+    else:
+        parts += ["<h2>Runs side by side</h2>",
+                  "<p class='note'>Final model against each run's own base model (step 0).</p>",
+                  sections.comparison(runs)]
         points = frontier_points(runs)
         if points:
-            parts += ["<h2>Forgetting vs gain</h2>", _figure("frontier", plots.frontier(points), folder)]
-    for run in runs:
-        if len(runs) > 1:
-            parts.append(f"<h2>{html.escape(run.name)}</h2>")
-        s = run.summary
-        parts.append(f"<p class='note'>{_num(s.get('tokens_trained'))} tokens in {_num(s.get('steps'))} steps, "
-                     f"{_num(s.get('wall_s'))} s; model {html.escape(str(run.config.get('model', {}).get('name_or_path', '?')))}</p>")
-        parts += ["<h2>Before and after</h2>" if len(runs) == 1 else "", before_after(run)]
-        if run.manifests:
-            parts += ["<h2>Data</h2>", data_summary(run)]
-    parts.append("<h2>Curves</h2><div class='figs'>")
-    parts.append(_figure("eval_perplexity", plots.eval_perplexity(runs), folder))
-    if any(r.metrics for r in runs):
-        parts.append(_figure("training_loss", plots.training_loss(runs), folder))
-        parts.append(_figure("learning_rate", plots.learning_rate(runs), folder))
-        parts.append(_figure("throughput", plots.throughput(runs), folder))
-    parts.append("</div></body></html>")
+            parts += ["<h2>Forgetting vs gain</h2>",
+                      "<p class='note'>Each run's general and domain perplexity change, final vs base. Runs on "
+                      f"the frontier (no other run better on both): {html.escape(', '.join(plots.pareto(points)))}.</p>",
+                      _figure("frontier", plots.frontier(points), folder, "forgetting vs domain gain")]
+    parts += curves(runs, folder)
+    if len(runs) > 1:
+        for i, run in enumerate(runs):
+            parts += [f"<h2>{html.escape(run.name)}</h2><details open><summary>details</summary>",
+                      *run_sections(run, level="h3", prefix=f"run{i}-"), "</details>"]
+    parts.append("</body></html>")
     out.write_text("\n".join(parts), encoding="utf-8")
     return out

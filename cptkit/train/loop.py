@@ -17,6 +17,8 @@ import torch
 
 from cptkit import checkpoint
 from cptkit.evaluation.perplexity import evaluate
+from cptkit.evaluation.probes import score_probe_sets
+from cptkit.evaluation.summary import complete_summary
 from cptkit.train.optim import set_lr
 from cptkit.train.setup import Run, build_run
 
@@ -113,6 +115,14 @@ def run_eval(run: Run) -> dict:
         world_size=run.dist.world_size,
         document_masking=cfg.train.document_masking,
     )
+    if run.probe_sets:
+        scores, rows = score_probe_sets(
+            run.lm, run.tokenizer, run.probe_sets, run.dist.device, acc.autocast,
+            chunk=acc.unwrap_model(run.model).chunk, batch_size=cfg.eval.probe_batch_size,
+            new_tokens=cfg.eval.probe_new_tokens,
+        )
+        results.update(scores)
+        run.log_probes(rows)
     run.model.train()
     record = {"step": run.step, "tokens": run.tokens, **results}
     run.log_eval(record)
@@ -124,6 +134,7 @@ def run_eval(run: Run) -> dict:
             checkpoint.export_model(run.lm, run.tokenizer, run.dir / "best", run.save_dtype)
         log.info("step %d: new best %s %.4f, exported to %s", run.step, cfg.checkpoint.metric, metric, run.dir / "best")
     parts = [f"{name} ppl {results[f'{name}_ppl']:.3f}" for name in (es.name for es in run.eval_sets)]
+    parts += [f"probes {ps.name} exact {results[f'probe_{ps.name}_exact']:.1%}" for ps in run.probe_sets]
     log.info("eval step %d: %s", run.step, ", ".join(parts))
     run.dist.barrier()
     return record
@@ -148,6 +159,7 @@ def finish(run: Run) -> dict:
         checkpoint.export_model(run.lm, run.tokenizer, run.dir / "final", run.save_dtype)
     summary = run.summary()
     if run.dist.is_main:
+        summary = complete_summary(summary, run.dir, run.base, run.best, run.last_eval)
         (run.dir / "summary.json").write_text(json.dumps(summary, indent=2))
     run.close()
     return summary

@@ -23,6 +23,7 @@ from cptkit.data.shards import WindowIndex, open_split
 from cptkit.distributed import Dist, setup
 from cptkit.errors import UserError
 from cptkit.evaluation.perplexity import EvalSet, build_eval_set
+from cptkit.evaluation.probes import ProbeSet, load_probe_sets
 from cptkit.modeling import DTYPES, count_parameters, load_model, load_tokenizer
 from cptkit.planning import RunPlan, make_plan
 from cptkit.schema import to_dict
@@ -53,6 +54,8 @@ class Run:
     save_dtype: torch.dtype
     metrics: JsonLines | None = None
     evals: JsonLines | None = None
+    probe_sets: list[ProbeSet] = field(default_factory=list)
+    probe_log: JsonLines | None = None  # probes.jsonl: one line per probe per evaluation
     step: int = 0
     tokens: int = 0
     train_wall: float = 0.0
@@ -78,6 +81,11 @@ class Run:
         self.last_eval = record
         if self.evals is not None:
             self.evals.write(record)
+
+    def log_probes(self, rows: list[dict]) -> None:
+        if self.probe_log is not None:
+            for row in rows:
+                self.probe_log.write({"step": self.step, "tokens": self.tokens, **row})
 
     def progress(self) -> Progress:
         return Progress(self.plan.total_steps, self.step, enabled=self.dist.is_main)
@@ -124,7 +132,7 @@ class Run:
         }
 
     def close(self) -> None:
-        for f in (self.metrics, self.evals):
+        for f in (self.metrics, self.evals, self.probe_log):
             if f is not None:
                 f.close()
 
@@ -172,6 +180,7 @@ def _check_same_run(cfg: Config, saved: dict, folder: Path) -> None:
 def build_run(cfg: Config, resume: bool | str) -> Run:
     run_dir = Path(cfg.output_dir)
     target = resume_target(run_dir, resume)
+    probe_sets = load_probe_sets(cfg.eval.probes)  # a malformed probe file stops the run before it starts
     dist = setup(cfg.model.dtype, timeout=timedelta(hours=2))
     manifests = prepared_data(cfg, dist)
     plan = make_plan(cfg, manifests, dist.world_size)
@@ -201,7 +210,7 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
     run = Run(
         cfg=cfg, dir=run_dir, dist=dist, plan=plan, model=module, optimizer=optimizer, tokenizer=tokenizer,
         stream=stream, eval_sets=eval_sets(cfg, manifests), replay_names=set(plan.general_names),
-        save_dtype=DTYPES[cfg.model.dtype],
+        save_dtype=DTYPES[cfg.model.dtype], probe_sets=probe_sets,
     )
     if target is not None:
         state = checkpoint.load_state(target, lm, optimizer)
@@ -212,8 +221,10 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
         if target is not None:
             truncate_after(run_dir / "metrics.jsonl", run.step)
             truncate_after(run_dir / "eval.jsonl", run.step)
+            truncate_after(run_dir / "probes.jsonl", run.step)
         run.metrics = JsonLines(run_dir / "metrics.jsonl", fresh=target is None)
         run.evals = JsonLines(run_dir / "eval.jsonl", fresh=target is None)
+        run.probe_log = JsonLines(run_dir / "probes.jsonl", fresh=target is None)
     return run
 
 

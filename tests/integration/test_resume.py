@@ -60,6 +60,10 @@ def test_killed_and_resumed_run_ends_with_identical_weights(tmp_path, tiny_model
     ea, eb = read_jsonl(tmp_path / "straight" / "eval.jsonl"), read_jsonl(run / "eval.jsonl")
     assert [e["step"] for e in eb] == [0, EVERY, STEPS]
     assert ea[-1]["domain_loss"] == eb[-1]["domain_loss"]
+    # Probe lines past the resumed step are rewritten, not duplicated; the answers are the same.
+    pa, pb = read_jsonl(tmp_path / "straight" / "probes.jsonl"), read_jsonl(run / "probes.jsonl")
+    assert [(r["step"], r["id"]) for r in pa] == [(r["step"], r["id"]) for r in pb]
+    assert [r["greedy"] for r in pa] == [r["greedy"] for r in pb]
 
 
 def test_resume_refuses_a_changed_config(tmp_path, tiny_model, corpus):
