@@ -8,7 +8,6 @@ at the configured steps evaluates and saves.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -47,8 +46,8 @@ def train(cfg, resume: bool | str = False) -> dict:
         for i, batch in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
             inputs = {k: batch[k].to(device) for k in ("input_ids", "position_ids", "labels")}
-            # Gradients are all-reduced once per optimizer step, on the last micro batch.
-            with contextlib.nullcontext() if last else acc.no_sync(model):
+            # DDP all-reduces gradients once per optimizer step, on the last micro batch.
+            with run.dist.gradient_sync(model, sync=last):
                 with acc.autocast():
                     loss_sum, row_sums, row_counts = model(**inputs)
                 acc.backward(loss_sum * scale)
@@ -57,7 +56,7 @@ def train(cfg, resume: bool | str = False) -> dict:
                 by_role[role, 0] += row_sums[rows_of_role].double().sum()
                 by_role[role, 1] += row_counts[rows_of_role].sum()
         max_norm = cfg.train.max_grad_norm or float("inf")
-        grad_norm = float(acc.clip_grad_norm_(model.parameters(), max_norm))
+        grad_norm = run.dist.clip_grad_norm(model, max_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         run.step += 1
@@ -120,8 +119,9 @@ def run_eval(run: Run) -> dict:
     run.metric_at[run.step] = metric
     if metric is not None and metric == metric and (run.best is None or metric < run.best[cfg.checkpoint.metric]):
         run.best = record
+        weights, _ = run.dist.full_state(run.model)  # every process: FSDP gathers the shards
         if run.dist.is_main:
-            checkpoint.export_model(run.lm, run.tokenizer, run.dir / "best", run.save_dtype)
+            checkpoint.export_model(run.lm, run.tokenizer, run.dir / "best", run.save_dtype, weights)
         log.info("step %d: new best %s %.4f, exported to %s", run.step, cfg.checkpoint.metric, metric, run.dir / "best")
     parts = [f"{name} ppl {results[f'{name}_ppl']:.3f}" for name in (es.name for es in run.eval_sets)]
     log.info("eval step %d: %s", run.step, ", ".join(parts))
@@ -131,8 +131,9 @@ def run_eval(run: Run) -> dict:
 
 def save(run: Run, evaluated: bool) -> None:
     cfg = run.cfg
+    weights, optimizer_state = run.dist.full_state(run.model, run.optimizer)  # every process takes part
     if run.dist.is_main:
-        path = checkpoint.save_state(run.dir, run.step, run.lm, run.optimizer, run.state_dict())
+        path = checkpoint.save_state(run.dir, run.step, weights, optimizer_state, run.state_dict())
         checkpoint.prune(
             run.dir,
             cfg.checkpoint.keep_last,
@@ -144,8 +145,9 @@ def save(run: Run, evaluated: bool) -> None:
 
 
 def finish(run: Run) -> dict:
+    weights, _ = run.dist.full_state(run.model)
     if run.dist.is_main:
-        checkpoint.export_model(run.lm, run.tokenizer, run.dir / "final", run.save_dtype)
+        checkpoint.export_model(run.lm, run.tokenizer, run.dir / "final", run.save_dtype, weights)
     summary = run.summary()
     if run.dist.is_main:
         (run.dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -168,4 +168,7 @@ def check_chunked_head(model: torch.nn.Module, device: torch.device) -> bool:
         chunked = chunked_loss(model, batch, chunk=5).row_sums
     finally:
         model.train(was_training)
-    return bool(torch.allclose(full, chunked, rtol=1e-4, atol=1e-4))
+    # In bfloat16 (FSDP mixed precision gathers bfloat16 weights) the two matmul shapes may
+    # round logits differently; a scaled or capped head differs by far more than this.
+    tol = 1e-4 if model.get_output_embeddings().weight.dtype == torch.float32 else 1e-2
+    return bool(torch.allclose(full, chunked, rtol=tol, atol=tol))
