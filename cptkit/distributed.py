@@ -98,14 +98,9 @@ class Dist:
         if cfg.sharding == "full":
             log.info("fsdp: full sharding over %d processes", self.world_size)
             return init_device_mesh(kind, (self.world_size,))
-        group = cfg.shard_group_size or int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
-        if self.world_size % group:
-            raise UserError(
-                f"train.distributed.shard_group_size: {group} does not divide the {self.world_size} processes "
-                "of this launch into equal shard groups"
-            )
-        log.info("fsdp: hybrid sharding, %d replica(s) of %d-process shard groups", self.world_size // group, group)
-        return init_device_mesh(kind, (self.world_size // group, group), mesh_dim_names=("replicate", "shard"))
+        shape = hybrid_shape(self.world_size, cfg.shard_group_size or int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size)))
+        log.info("fsdp: hybrid sharding, %d replica(s) of %d-process shard groups", *shape)
+        return init_device_mesh(kind, shape, mesh_dim_names=("replicate", "shard"))
 
     def gradient_sync(self, model: torch.nn.Module, sync: bool):
         """Context for one micro batch's forward and backward.
@@ -199,6 +194,16 @@ class Dist:
         options = StateDictOptions(full_state_dict=True, strict=True)
         set_model_state_dict(root, full, options=options)
         set_optimizer_state_dict(root, _plain(optimizer), optim, options=options)
+
+
+def hybrid_shape(world_size: int, group: int) -> tuple[int, int]:
+    """(replicas, processes per shard group) of hybrid sharding."""
+    if world_size % group:
+        raise UserError(
+            f"train.distributed.shard_group_size: {group} does not divide the {world_size} processes "
+            "of this launch into equal shard groups"
+        )
+    return world_size // group, group
 
 
 def _plain(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:

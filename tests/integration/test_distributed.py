@@ -134,10 +134,3 @@ def test_one_process_state_resumes_in_two_hybrid_sharded_processes(runs, referen
     assert_follows(run, reference, runs.tiny_model, first_step=EVERY + 1)
     assert "hybrid sharding, 2 replica(s) of 1-process shard groups" in runs.log("one-to-hybrid")
     assert "resuming a 1-process state with 2 process(es)" in runs.log("one-to-hybrid")
-
-
-def test_shard_groups_must_divide_the_processes(runs):
-    path = runs.config("bad-groups", {"strategy": "fsdp", "sharding": "hybrid", "shard_group_size": 3})
-    done = launch(2, "train", str(path))
-    assert done.returncode != 0
-    assert "cptkit train: error: train.distributed.shard_group_size: 3 does not divide the 2 processes" in done.stderr

@@ -11,7 +11,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from cptkit import checkpoint
 from cptkit.config import load_config
 from cptkit.data.prepare import prepare
-from cptkit.distributed import setup, tied_aliases
+from cptkit.distributed import hybrid_shape, setup, tied_aliases
 from cptkit.errors import UserError
 from cptkit.evaluation.perplexity import build_eval_set, evaluate
 from cptkit.train.losses import CausalLMLoss
@@ -86,6 +86,13 @@ def test_state_of_another_model_or_format_is_refused(tmp_path):
 def test_tied_aliases_name_the_second_registration():
     assert tied_aliases(llama(True)) == {"lm_head.weight": "model.embed_tokens.weight"}
     assert tied_aliases(llama(False)) == {}
+
+
+def test_hybrid_shard_groups_must_divide_the_processes():
+    assert hybrid_shape(16, 8) == (2, 8)
+    assert hybrid_shape(2, 1) == (2, 1)
+    with pytest.raises(UserError, match="shard_group_size: 3 does not divide the 8 processes"):
+        hybrid_shape(8, 3)
 
 
 def config_problems(distributed: dict, dtype: str = "bfloat16") -> list[str]:
