@@ -12,7 +12,8 @@ fresh process, on the same weights and tokens:
 
 The figure is the step's peak memory above what was held before it (weights and inputs): on a
 GPU from torch.cuda.max_memory_allocated, on CPU from the process's peak resident set size
-(ru_maxrss) against its resident size just before the step. The losses are printed to show the
+(ru_maxrss) against its resident size just before the step. A small step runs first
+(its gradients dropped), so that code loaded on first use is not counted. The losses are printed to show the
 sides compute the same thing.
 
     python benchmarks/memory.py                              # CPU, float32, 1 x 2048 tokens
@@ -69,25 +70,34 @@ def measure(args) -> dict:
         prepare_for_training(model, gradient_checkpointing=True, compile=False)
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(0, args.vocab, (args.batch, args.seq), generator=gen).to(device)
-    targets = torch.roll(ids, -1, 1)
-    targets[:, -1] = -100  # the last position predicts nothing, as in the HF loss's own shift
+    targets = torch.roll(ids, -1, 1)  # the last position predicts nothing (set per step), as in HF's shift
     positions = torch.arange(args.seq, device=device).repeat(args.batch, 1)
     loss_module = CausalLMLoss(model, args.chunk)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
+    def step(n: int) -> float:
+        """Forward and backward on the first n positions of the batch."""
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16"):
+            if args.side == "hf":
+                loss = model(input_ids=ids[:, :n], labels=ids[:, :n], use_cache=False).loss
+            else:
+                t = targets[:, :n].clone()
+                t[:, -1] = -100
+                total, _, counts = loss_module(input_ids=ids[:, :n], position_ids=positions[:, :n], labels=t)
+                loss = total / counts.sum()
+        loss.backward()
+        return float(loss)
+
+    # A small step first, so that code and library workspaces loaded on first use are not
+    # counted; its gradients are dropped, so that both sides' gradients are counted in the step.
+    step(32)
+    model.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:
         before, high_before = resident_bytes(), peak_resident_bytes()
-    with autocast:
-        if args.side == "hf":
-            loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-        else:
-            total, _, counts = loss_module(input_ids=ids, position_ids=positions, labels=targets)
-            loss = total / counts.sum()
-    loss.backward()
+    loss = step(args.seq)
     if device.type == "cuda":
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - before
@@ -96,7 +106,7 @@ def measure(args) -> dict:
         # The step must have set the process's high-water mark, or it measured set-up instead.
         peak = high - before if high > high_before else float("nan")
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    return {"peak": peak, "loss": float(loss), "weights": weights,
+    return {"peak": peak, "loss": loss, "weights": weights,
             "params": sum(p.numel() for p in model.parameters())}
 
 

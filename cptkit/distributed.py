@@ -98,7 +98,9 @@ class Dist:
         if cfg.sharding == "full":
             log.info("fsdp: full sharding over %d processes", self.world_size)
             return init_device_mesh(kind, (self.world_size,))
-        shape = hybrid_shape(self.world_size, cfg.shard_group_size or int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size)))
+        # Default group: the processes of one node (torchrun's LOCAL_WORLD_SIZE).
+        group = cfg.shard_group_size or int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
+        shape = hybrid_shape(self.world_size, group)
         log.info("fsdp: hybrid sharding, %d replica(s) of %d-process shard groups", *shape)
         return init_device_mesh(kind, shape, mesh_dim_names=("replicate", "shard"))
 
