@@ -67,14 +67,17 @@ def build(folder: Path, size: Size, tiny: bool) -> dict:
     """The code corpus, a tokenizer trained on it, and the randomly initialised model."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
 
-    from cptkit.demo import FULL, QUICK, DemoSize, build_base_init, build_corpora
+    from cptkit.demo import DemoSize, build_base_init, build_corpora
 
-    _, code = build_corpora(folder / "corpus", QUICK if tiny else FULL)
+    hf_logging.disable_progress_bar()
+    # 600 standard-library modules: a few million tokens, more than the timed steps read.
+    demo = DemoSize(vocab=size.tokenizer_vocab, hidden=8, layers=1, heads=1, seq_len=size.seq, batch_rows=1, micro=1,
+                    pretrain_tokens=0, cpt_tokens=0, code_files=120 if tiny else 600, eval_tokens=0)
+    _, code = build_corpora(folder / "corpus", demo)
     # The demo's tokenizer trainer; its throwaway model is replaced below.
-    init = build_base_init(folder / "model", [code], DemoSize(
-        vocab=size.tokenizer_vocab, hidden=8, layers=1, heads=1, seq_len=size.seq, batch_rows=1, micro=1,
-        pretrain_tokens=0, cpt_tokens=0, code_files=0, eval_tokens=0))
+    init = build_base_init(folder / "model", [code], demo)
     (init / "model.safetensors").unlink()
     config = LlamaConfig(
         vocab_size=size.vocab, hidden_size=size.hidden, intermediate_size=size.mlp, num_hidden_layers=size.layers,
@@ -212,9 +215,9 @@ def report(results, args, size: Size, fpt: float, params: int, cuda: bool, wall:
 
     device = torch.cuda.get_device_name() if cuda else "CPU"
     peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in device), None)
-    print(f"device {device}; Llama-architecture model, {params / 1e6:.0f}M parameters")
+    print(f"device {device}; Llama-architecture model, {params / 1e6:,.1f}M parameters")
     print(f"{args.dtype}, {size.steps - size.warmup} timed steps of {size.seq * size.micro * size.accum:,} tokens, "
-          f"{fpt / 1e9:.2f} GFLOP per token, {args.repeats} alternating pair(s); medians")
+          f"{fpt / 1e6:,.1f} MFLOP per token, {args.repeats} alternating pair(s); medians")
     print(f"{'side':8}{'tokens/s':>12}{'MFU':>8}{'last loss':>11}")
     rates = {}
     for name in ("hf", "cptkit"):
