@@ -4,6 +4,8 @@ Two different things live here (asking for both at once is an error at the CLI):
 - the *starting weights* of a run are `model.name_or_path`, loaded by `modeling.load_model`;
 - a *resumable state* `checkpoints/step-N/` holds everything to continue a run exactly:
   model weights (safetensors), optimizer state, RNG states, the data position and loop state.
+  Weights and optimizer state are whole and keyed by parameter name, whatever the process count
+  or sharding of the run that wrote them (`Dist.full_state`), so any run shape can resume them.
 
 Every write goes to a hidden temporary folder; files are fsynced, a COMMITTED marker listing
 every file and its size is written last, and the folder is renamed into place. A folder without
