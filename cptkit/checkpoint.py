@@ -4,6 +4,8 @@ Two different things live here (asking for both at once is an error at the CLI):
 - the *starting weights* of a run are `model.name_or_path`, loaded by `modeling.load_model`;
 - a *resumable state* `checkpoints/step-N/` holds everything to continue a run exactly:
   model weights (safetensors), optimizer state, RNG states, the data position and loop state.
+  Weights and optimizer state are whole and keyed by parameter name, whatever the process count
+  or sharding of the run that wrote them (`Dist.full_state`), so any run shape can resume them.
 
 Every write goes to a hidden temporary folder; files are fsynced, a COMMITTED marker listing
 every file and its size is written last, and the folder is renamed into place. A folder without
@@ -18,7 +20,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file
 
 from cptkit.errors import UserError
 
@@ -67,18 +69,19 @@ def is_committed(folder: Path) -> bool:
 def save_state(
     run_dir: Path,
     step: int,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    weights: dict[str, torch.Tensor],
+    optimizer_state: dict,
     state: dict,
     extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
+    """Write full state dicts (see `Dist.full_state`: the same format for any process count)."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-step-{step}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+    torch.save(optimizer_state, tmp / "optimizer.pt")
     save_file(rng_state(), str(tmp / "rng.safetensors"))
     if extra_tensors:
         save_file(extra_tensors, str(tmp / "extra.safetensors"))
@@ -88,27 +91,15 @@ def save_state(
     return final
 
 
-def load_state(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore model, optimizer and RNG from a committed state; return the loop state."""
+def load_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """(model weights, optimizer state, loop state) of a committed state; restores the RNG."""
     if not is_committed(folder):
         raise UserError(f"{folder}: not a complete checkpoint (no valid {COMMIT} marker)")
-    missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
-    if unexpected or [k for k in missing if k not in _tied_names(model)]:
-        raise UserError(f"{folder}: weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    # weights_only: the optimizer state is plain tensors and numbers; nothing else is unpickled.
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
+    weights = load_file(str(folder / "model.safetensors"))
+    # weights_only: the optimizer state is plain tensors, numbers and names; nothing else is unpickled.
+    optimizer_state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
     set_rng_state(load_file(str(folder / "rng.safetensors")))
-    return json.loads((folder / "trainer_state.json").read_text())
-
-
-def _tied_names(model: torch.nn.Module) -> set[str]:
-    seen: dict[int, str] = {}
-    tied = set()
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if id(p) in seen:
-            tied.add(name)
-        seen.setdefault(id(p), name)
-    return tied
+    return weights, optimizer_state, json.loads((folder / "trainer_state.json").read_text())
 
 
 def step_of(folder: Path) -> int:
@@ -142,11 +133,17 @@ def prune(run_dir: Path, keep_last: int, keep_best: int, metric_at: dict[int, fl
     return removed
 
 
-def export_model(model: torch.nn.Module, tokenizer, folder: Path, dtype: torch.dtype) -> None:
-    """A plain Hugging Face model folder (config, safetensors weights, tokenizer), atomically."""
+def export_model(
+    model: torch.nn.Module, tokenizer, folder: Path, dtype: torch.dtype, weights: dict[str, torch.Tensor] | None = None
+) -> None:
+    """A plain Hugging Face model folder (config, safetensors weights, tokenizer), atomically.
+
+    `weights`: the full state dict when the model's own is sharded (see `Dist.full_state`).
+    """
     tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    state = {k: v.detach().to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    weights = model.state_dict() if weights is None else weights
+    state = {k: v.detach().to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
     model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)

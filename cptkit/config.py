@@ -103,6 +103,38 @@ class MixConfig:
 
 
 @dataclass
+class DistributedConfig:
+    strategy: Literal["ddp", "fsdp"] = option(
+        "ddp",
+        help="With several processes (torchrun): ddp keeps a whole model and optimizer per process and "
+        "all-reduces gradients; fsdp shards weights, gradients and optimizer state over processes "
+        "(torch FSDP2, one unit per decoder layer). Ignored with one process.",
+    )
+    sharding: Literal["full", "hybrid"] = option(
+        "full",
+        help="fsdp only. full: shard over every process. hybrid: shard within groups of "
+        "shard_group_size processes (a node) and replicate across groups, so only gradient "
+        "all-reduce crosses nodes.",
+    )
+    shard_group_size: int | None = option(
+        None, help="fsdp hybrid only: processes per shard group; default: processes per node (LOCAL_WORLD_SIZE)."
+    )
+    reshard_after_forward: bool = option(
+        True,
+        help="fsdp only. true: free each layer's gathered weights after its forward and gather them again "
+        "for backward (least memory). false: keep them until backward (one gather less per layer).",
+    )
+    reduce_dtype: Literal["float32", "bfloat16"] = option(
+        "float32",
+        help="fsdp only: precision in which gradients are reduced across processes. Weights are "
+        "gathered and computed in model.dtype; master weights and optimizer state stay float32.",
+    )
+    cpu_offload: bool = option(
+        False, help="fsdp only: keep the sharded weights, gradients and optimizer state in CPU memory (GPU runs)."
+    )
+
+
+@dataclass
 class TrainConfig:
     lr: float = option(2e-5, help="Peak learning rate (about a tenth of a typical pre-training peak).")
     schedule: Literal["cosine", "constant"] = option(
@@ -132,6 +164,17 @@ class TrainConfig:
         1024,
         help="Tokens per chunk of the fused output-layer + cross-entropy, so full float32 logits never "
         "exist; 0 uses the model's full logits. Models with scaled or capped logits fall back to full.",
+    )
+    gradient_checkpointing: bool = option(
+        False,
+        help="Recompute each decoder layer's activations during backward instead of keeping them: "
+        "activation memory of about one layer instead of all, for about a third more compute.",
+    )
+    compile: bool = option(
+        False, help="torch.compile each decoder layer (the first steps are slower while it compiles)."
+    )
+    distributed: DistributedConfig = option(
+        default_factory=DistributedConfig, help="How several processes (torchrun) share the model and the work."
     )
 
 
@@ -340,6 +383,7 @@ def check(cfg: Config, base_dir: Path, check_paths: bool = True) -> list[str]:
             f"train.global_batch_tokens: {t.global_batch_tokens} is less than one micro batch "
             f"(data.seq_len {d.seq_len} x train.micro_batch_size {t.micro_batch_size})"
         )
+    p += _check_distributed(t.distributed, cfg.model.dtype)
     if m.replay_ratio and not cfg.general_sources:
         p.append("mix.replay_ratio: replay needs data.general (the text to replay)")
     metric = cfg.checkpoint.metric
@@ -354,6 +398,24 @@ def check(cfg: Config, base_dir: Path, check_paths: bool = True) -> list[str]:
         p += check_spec(f"eval.probes.{name}", name, spec, check_path=check_paths)
     if check_paths:
         p += _check_paths(cfg, base_dir)
+    return p
+
+
+def _check_distributed(dc: DistributedConfig, dtype: str) -> list[str]:
+    p: list[str] = []
+    if dc.shard_group_size is not None and dc.shard_group_size <= 0:
+        p.append(f"train.distributed.shard_group_size: must be > 0, got {dc.shard_group_size}")
+    if dc.strategy == "fsdp":
+        if dtype == "float16":
+            p.append("train.distributed.strategy: fsdp trains in model.dtype float32 or bfloat16, not float16 "
+                     "(float16 needs loss scaling across shards); use bfloat16")
+        if dc.shard_group_size is not None and dc.sharding != "hybrid":
+            p.append("train.distributed.shard_group_size: applies to sharding: hybrid only")
+        return p
+    defaults = DistributedConfig()
+    for key in ("sharding", "shard_group_size", "reshard_after_forward", "reduce_dtype", "cpu_offload"):
+        if getattr(dc, key) != getattr(defaults, key):
+            p.append(f"train.distributed.{key}: applies to strategy fsdp only (strategy is {dc.strategy})")
     return p
 
 

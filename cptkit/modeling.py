@@ -84,3 +84,34 @@ def _first_line(exc: BaseException) -> str:
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's repeated blocks (its `_no_split_modules` classes, e.g. LlamaDecoderLayer).
+
+    These are the units that FSDP shards one at a time and that torch.compile compiles one at a
+    time: every block has the same code, so one compiled graph serves them all.
+    """
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
+def prepare_for_training(model: torch.nn.Module, gradient_checkpointing: bool, compile: bool) -> None:
+    """Memory and speed options that leave the maths unchanged (train.gradient_checkpointing, train.compile)."""
+    if gradient_checkpointing:
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise UserError(
+                f"train.gradient_checkpointing: {type(model).__name__} does not support gradient checkpointing"
+            )
+        # Non-reentrant checkpointing works under FSDP and with inputs that need no gradient.
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # the name since transformers 5.x
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if compile:
+        layers = decoder_layers(model)
+        if not layers:
+            raise UserError(f"train.compile: found no decoder layers to compile in {type(model).__name__}")
+        for layer in layers:
+            layer.compile()

@@ -75,13 +75,18 @@ def evaluate(
     for es in eval_sets:
         mine = es.windows[rank::world_size]
         totals = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, target count
-        for i in range(0, len(mine), micro_batch_size):
-            packed = [pack_window(sh, s, seq_len, document_masking, end=e) for sh, s, e in mine[i : i + micro_batch_size]]
+        # Every process runs as many forwards as the busiest one: a sharded (FSDP) model gathers
+        # weights in each forward, collectively. A process out of windows scores the set's
+        # first window again and does not count it.
+        for i in range(0, -(-len(es.windows) // world_size), micro_batch_size):
+            part = mine[i : i + micro_batch_size]
+            packed = [pack_window(sh, s, seq_len, document_masking, end=e) for sh, s, e in part or es.windows[:1]]
             inputs, labels, positions = (torch.from_numpy(np.stack(x)).to(device) for x in zip(*packed))
             with autocast():
                 _, loss_sum, count = loss_fn(input_ids=inputs, position_ids=positions, labels=labels)
-            totals[0] += loss_sum.double().sum()
-            totals[1] += count.sum()
+            if part:
+                totals[0] += loss_sum.double().sum()
+                totals[1] += count.sum()
         if all_reduce is not None:
             totals = all_reduce(totals)
         loss_sum, count = float(totals[0]), int(totals[1])

@@ -8,7 +8,6 @@ at the configured steps evaluates and saves.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -49,8 +48,8 @@ def train(cfg, resume: bool | str = False) -> dict:
         for i, batch in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
             inputs = {k: batch[k].to(device) for k in ("input_ids", "position_ids", "labels")}
-            # Gradients are all-reduced once per optimizer step, on the last micro batch.
-            with contextlib.nullcontext() if last else acc.no_sync(model):
+            # DDP all-reduces gradients once per optimizer step, on the last micro batch.
+            with run.dist.gradient_sync(model, sync=last):
                 with acc.autocast():
                     loss_sum, row_sums, row_counts = model(**inputs)
                 acc.backward(loss_sum * scale)
@@ -59,7 +58,7 @@ def train(cfg, resume: bool | str = False) -> dict:
                 by_role[role, 0] += row_sums[rows_of_role].double().sum()
                 by_role[role, 1] += row_counts[rows_of_role].sum()
         max_norm = cfg.train.max_grad_norm or float("inf")
-        grad_norm = float(acc.clip_grad_norm_(model.parameters(), max_norm))
+        grad_norm = run.dist.clip_grad_norm(model, max_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         run.step += 1
@@ -116,10 +115,10 @@ def run_eval(run: Run) -> dict:
         document_masking=cfg.train.document_masking,
     )
     if run.probe_sets:
-        scores, rows = score_probe_sets(
-            run.lm, run.tokenizer, run.probe_sets, run.dist.device, acc.autocast,
-            chunk=acc.unwrap_model(run.model).chunk, batch_size=cfg.eval.probe_batch_size,
-            new_tokens=cfg.eval.probe_new_tokens,
+        # Every process scores the same probes on whole weights (gathered under FSDP).
+        scores, rows = run.dist.call_gathered(
+            run.model, score_probe_sets, run.tokenizer, run.probe_sets, run.dist.device, acc.autocast,
+            acc.unwrap_model(run.model).chunk, cfg.eval.probe_batch_size, cfg.eval.probe_new_tokens,
         )
         results.update(scores)
         run.log_probes(rows)
@@ -130,8 +129,9 @@ def run_eval(run: Run) -> dict:
     run.metric_at[run.step] = metric
     if metric is not None and metric == metric and (run.best is None or metric < run.best[cfg.checkpoint.metric]):
         run.best = record
+        weights, _ = run.dist.full_state(run.model)  # every process: FSDP gathers the shards
         if run.dist.is_main:
-            checkpoint.export_model(run.lm, run.tokenizer, run.dir / "best", run.save_dtype)
+            checkpoint.export_model(run.lm, run.tokenizer, run.dir / "best", run.save_dtype, weights)
         log.info("step %d: new best %s %.4f, exported to %s", run.step, cfg.checkpoint.metric, metric, run.dir / "best")
     parts = [f"{name} ppl {results[f'{name}_ppl']:.3f}" for name in (es.name for es in run.eval_sets)]
     parts += [f"probes {ps.name} exact {results[f'probe_{ps.name}_exact']:.1%}" for ps in run.probe_sets]
@@ -142,8 +142,9 @@ def run_eval(run: Run) -> dict:
 
 def save(run: Run, evaluated: bool) -> None:
     cfg = run.cfg
+    weights, optimizer_state = run.dist.full_state(run.model, run.optimizer)  # every process takes part
     if run.dist.is_main:
-        path = checkpoint.save_state(run.dir, run.step, run.lm, run.optimizer, run.state_dict())
+        path = checkpoint.save_state(run.dir, run.step, weights, optimizer_state, run.state_dict())
         checkpoint.prune(
             run.dir,
             cfg.checkpoint.keep_last,
@@ -155,8 +156,9 @@ def save(run: Run, evaluated: bool) -> None:
 
 
 def finish(run: Run) -> dict:
+    weights, _ = run.dist.full_state(run.model)
     if run.dist.is_main:
-        checkpoint.export_model(run.lm, run.tokenizer, run.dir / "final", run.save_dtype)
+        checkpoint.export_model(run.lm, run.tokenizer, run.dir / "final", run.save_dtype, weights)
     summary = run.summary()
     if run.dist.is_main:
         summary = complete_summary(summary, run.dir, run.base, run.best, run.last_eval)

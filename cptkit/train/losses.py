@@ -47,10 +47,15 @@ class LinearCrossEntropy(torch.autograd.Function):
             h = hidden[s : s + chunk]
             t = targets[s : s + chunk]
             logits = F.linear(h, w, b).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            losses[s : s + chunk] = lse - logits.gather(1, t[:, None]).squeeze(1)
+            target = logits.gather(1, t[:, None]).squeeze(1)
+            # log-sum-exp and softmax in place: torch.logsumexp would allocate a second
+            # [chunk, vocabulary] float32 tensor, doubling the chunk's memory.
+            peak = logits.amax(dim=1)
+            probs = logits.sub_(peak[:, None]).exp_()
+            norm = probs.sum(dim=1)
+            losses[s : s + chunk] = norm.log() + peak - target
             if need_h or need_w or need_b:
-                probs = logits.sub_(lse[:, None]).exp_()  # softmax, reusing the logits' memory
+                probs.div_(norm[:, None])
                 probs[torch.arange(len(t), device=t.device), t] -= 1.0
                 if need_b:
                     grad_b += probs.sum(0)
@@ -168,4 +173,7 @@ def check_chunked_head(model: torch.nn.Module, device: torch.device) -> bool:
         chunked = chunked_loss(model, batch, chunk=5).row_sums
     finally:
         model.train(was_training)
-    return bool(torch.allclose(full, chunked, rtol=1e-4, atol=1e-4))
+    # In bfloat16 (FSDP mixed precision gathers bfloat16 weights) the two matmul shapes may
+    # round logits differently; a scaled or capped head differs by far more than this.
+    tol = 1e-4 if model.get_output_embeddings().weight.dtype == torch.float32 else 1e-2
+    return bool(torch.allclose(full, chunked, rtol=tol, atol=tol))
