@@ -24,7 +24,8 @@ def make_config(tmp: Path, model: Path, corpus: dict[str, Path], **sections) -> 
         "train": {"lr": 3e-3, "global_batch_tokens": 512, "micro_batch_size": 4, "max_steps": 8,
                   "warmup_steps": 1, "seed": 7},
         "checkpoint": {"every_steps": 4, "keep_last": 2, "keep_best": 1},
-        "eval": {"every_steps": 4, "max_tokens": 2000},
+        # Probes are off in general tests (their own tests turn them on): they cost a generate per eval.
+        "eval": {"every_steps": 4, "max_tokens": 2000, "probes": {}},
         "output_dir": str(tmp / "run"),
     }
     for section, values in sections.items():

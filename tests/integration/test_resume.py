@@ -1,5 +1,6 @@
 """Exact resume: N steps == N/2 steps, SIGKILL, --resume, the rest; identical weights and logs."""
 
+import json
 import os
 import signal
 import subprocess
@@ -14,10 +15,16 @@ from tests.helpers import cptkit, make_config, read_jsonl, write_config
 STEPS, EVERY = 24, 12
 
 
+PROBES = [{"id": "cap", "prompt": "The capital of France is", "answer": "Paris"},
+          {"id": "def", "prompt": "def add(a, b):\n    return", "answer": "a + b", "distractors": ["a - b"]}]
+
+
 def config(tmp, tiny_model, corpus, name):
+    probes = tmp / "probes.jsonl"
+    probes.write_text("".join(json.dumps(p) + "\n" for p in PROBES))
     cfg = make_config(tmp, tiny_model, corpus, train={"max_steps": STEPS, "lr": 5e-3},
                       checkpoint={"every_steps": EVERY, "keep_last": 2, "keep_best": 0},
-                      eval={"every_steps": EVERY}, output_dir=str(tmp / name))
+                      eval={"every_steps": EVERY, "probes": {"mini": str(probes)}}, output_dir=str(tmp / name))
     # Both runs read the same prepared shards, so the comparison is about training alone.
     cfg["data"]["prepared_dir"] = str(tmp / "shards")
     return write_config(tmp / f"{name}.yaml", cfg)
