@@ -14,6 +14,7 @@ a valid marker is never resumed from.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,7 +23,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from cptkit.errors import UserError
+from cptkit.errors import RunFailure, UserError
+from cptkit.faults import crash_point
 
 COMMIT = "COMMITTED"
 
@@ -40,15 +42,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _commit(tmp: Path, final: Path) -> None:
+def _commit(tmp: Path, final: Path, point: str) -> None:
     """Seal `tmp` with a marker and move it to `final` atomically (replacing an older one)."""
     files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
     for name in files:
         _fsync_file(tmp / name)
+    crash_point(f"{point}:written")
     marker = tmp / COMMIT
     marker.write_text(json.dumps({"files": files}, indent=1))
     _fsync_file(marker)
     _fsync_dir(tmp)
+    crash_point(f"{point}:committed")
     old = final.with_name(f".old-{final.name}-{os.getpid()}")
     if final.exists():
         os.replace(final, old)
@@ -78,17 +82,37 @@ def save_state(
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-step-{step}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
-    torch.save(optimizer_state, tmp / "optimizer.pt")
-    save_file(rng_state(), str(tmp / "rng.safetensors"))
-    if extra_tensors:
-        save_file(extra_tensors, str(tmp / "extra.safetensors"))
-    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
     final = root / f"step-{step}"
-    _commit(tmp, final)
+    with _written_whole(tmp, final):
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+        torch.save(optimizer_state, tmp / "optimizer.pt")
+        save_file(rng_state(), str(tmp / "rng.safetensors"))
+        if extra_tensors:
+            save_file(extra_tensors, str(tmp / "extra.safetensors"))
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+        _commit(tmp, final, point=f"save:{step}")
     return final
+
+
+@contextlib.contextmanager
+def _written_whole(tmp: Path, final: Path):
+    """Run the writes of one folder; on a write failure (disk full) remove the partial folder.
+
+    The earlier states and exports are untouched, so the run can be resumed from the newest
+    one once there is space again.
+    """
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = latest_state(final.parent.parent) if final.parent.name == "checkpoints" else None
+        intact = f"the newest complete checkpoint, {previous}, is intact" if previous else "nothing was overwritten"
+        raise RunFailure(
+            f"could not write {final} ({exc.strerror or exc}); the partial copy was removed and {intact}. "
+            "Free space, then continue with --resume."
+        ) from None
 
 
 def load_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
@@ -141,18 +165,19 @@ def export_model(
     `weights`: the full state dict when the model's own is sharded (see `Dist.full_state`).
     """
     tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     weights = model.state_dict() if weights is None else weights
     state = {k: v.detach().to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
-    model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    config_path = tmp / "config.json"
-    config = json.loads(config_path.read_text())
-    config["dtype"] = str(dtype).replace("torch.", "")
-    config["use_cache"] = True  # the exported model is for generation as much as for training
-    config_path.write_text(json.dumps(config, indent=2))
-    _commit(tmp, folder)
+    with _written_whole(tmp, folder):
+        model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+        crash_point(f"export:{folder.name}")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        config_path = tmp / "config.json"
+        config = json.loads(config_path.read_text())
+        config["dtype"] = str(dtype).replace("torch.", "")
+        config["use_cache"] = True  # the exported model is for generation as much as for training
+        config_path.write_text(json.dumps(config, indent=2))
+        _commit(tmp, folder, point=f"export:{folder.name}")
 
 
 def rng_state() -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from cptkit.errors import UserError
+from cptkit.errors import RunFailure, UserError
 
 log = logging.getLogger("cptkit")
 
@@ -159,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"cptkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RunFailure as exc:
+        print(f"cptkit {args.command}: failed: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"cptkit {args.command}: interrupted", file=sys.stderr)
         return 130
