@@ -72,14 +72,21 @@ class Scorer:
             raise UserError(f"perplexity filter: cannot load the reference model {folder!r} ({exc})") from None
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
-        self.tok.padding_side = "right"
         self.max_tokens = max_tokens
 
     def score(self, texts: list[str]) -> list[float]:
         import torch
 
-        enc = self.tok(texts, truncation=True, max_length=self.max_tokens, padding=True, return_tensors="pt")
-        ids, mask = enc["input_ids"], enc["attention_mask"]
+        # BOS (when the model has one) gives the first real token a context, so even a one-token
+        # document is scored; the batch is padded on the right and padding is masked out.
+        bos = [self.tok.bos_token_id] if self.tok.bos_token_id is not None else []
+        rows = [(bos + ids)[: self.max_tokens] for ids in self.tok(texts, add_special_tokens=False)["input_ids"]]
+        width = max(max(len(r) for r in rows), 2)
+        ids = torch.full((len(rows), width), self.tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[i, : len(r)] = 1
         with torch.no_grad():
             logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
         logp = torch.log_softmax(logits[:, :-1], dim=-1)
