@@ -28,7 +28,8 @@ SKIP = {"head", "script", "style", "noscript", "template", "iframe", "svg", "mat
 BLOCK = {"address", "article", "aside", "blockquote", "caption", "dd", "div", "dl", "dt",
          "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
          "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table", "tbody",
-         "thead", "tfoot", "tr", "ul", "body", "html", "details", "summary"}
+         "thead", "tfoot", "tr", "ul", "body", "html", "details", "summary",
+         "abstracttext"}  # the last: PubMed XML abstract sections
 CELL = {"td", "th"}
 # Markup that real HTML documents contain and plain prose almost never does ("p < 0.05" is not).
 _LOOKS_HTML = re.compile(
