@@ -209,6 +209,7 @@ def _read_json(path, lim: Limits, bad, source) -> Iterator[Document]:
     """A JSON array of objects, a single object, or {"key": [objects]}; decoded one value at a time."""
     with open_binary(path) as fh:
         stream = io.TextIOWrapper(fh, encoding="utf-8", errors="strict")
+        before, values = bad.total, 0  # documents yielded
         for where, obj in _json_values(stream, str(path), bad):
             if isinstance(obj, dict) and lim.text_field not in obj:
                 lists = [v for v in obj.values() if isinstance(v, list)]
@@ -216,11 +217,15 @@ def _read_json(path, lim: Limits, bad, source) -> Iterator[Document]:
                     for j, item in enumerate(lists[0]):
                         doc = to_document(item, f"{where}#{j}", lim, bad, source)
                         if doc is not None:
+                            values += 1
                             yield doc
                     continue
             doc = to_document(obj, where, lim, bad, source)
             if doc is not None:
+                values += 1
                 yield doc
+        if values == 0 and bad.total == before:
+            bad.add("empty_file", f"{path}:1", detail="no record")
 
 
 def _json_values(stream: io.TextIOBase, name: str, bad: BadInput) -> Iterator[tuple[str, Any]]:
@@ -306,6 +311,8 @@ def _read_csv(path, lim: Limits, bad, source) -> Iterator[Document]:
             try:
                 row = next(reader)
             except StopIteration:
+                if reader.line_num <= 1:
+                    bad.add("empty_file", f"{path}:1", detail="a header and no rows")
                 return
             except csv.Error as exc:
                 bad.add("malformed_csv", f"{path}:{reader.line_num}", detail=str(exc)[:120])
