@@ -38,7 +38,7 @@ class _Rotating:
     def write(self, record: dict) -> None:
         if self.fh is None or self.size >= self.limit:
             self.close()
-            self.fh = gzip.open(self.folder / f"part-{self.index:05d}.jsonl.gz", "wt", encoding="utf-8", compresslevel=3)
+            self.fh = gzip.open(self.folder / f"part-{self.index:05d}.jsonl.gz", "wt", encoding="utf-8", compresslevel=1)
             self.index, self.size = self.index + 1, 0
         line = json.dumps(record, ensure_ascii=False) + "\n"
         self.size += len(line)
@@ -95,7 +95,7 @@ def write_unit(unit: Unit, units: dict[str, Unit], tmp: Path, shard_tokens: int)
     counts = {"train": 0, "eval": 0}
     tokens = {"train": 0, "eval": 0}
     text_bytes = {"train": 0, "eval": 0}
-    with gzip.open(tmp / "dropped" / "corpus.jsonl.gz", "wt", encoding="utf-8", compresslevel=3) as dropped:
+    with gzip.open(tmp / "dropped" / "corpus.jsonl.gz", "wt", encoding="utf-8", compresslevel=1) as dropped:
         for row, record, ids in _documents(unit):
             if row in own:
                 names[(unit.plan.name, row)] = record["id"]

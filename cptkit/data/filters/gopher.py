@@ -10,8 +10,9 @@ reason, so the manifest says which one removed a document.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
+
+import numpy as np
 
 from cptkit.data.steps import Step, per_document
 from cptkit.schema import option
@@ -95,28 +96,64 @@ def duplicated(elements: list[str]) -> tuple[int, int]:
     return count, chars
 
 
+class _Grams:
+    """Word n-grams of one text as 64-bit keys, for counting repeats with numpy.
+
+    Words become small integer ids; an n-gram's key mixes its ids position by position
+    (the splitmix64 finaliser), so counting is a sort, not a Python dictionary of tuples.
+    """
+
+    def __init__(self, words: list[str]):
+        ids: dict[str, int] = {}
+        self.ids = np.fromiter((ids.setdefault(w, len(ids)) for w in words), dtype=np.uint64, count=len(words))
+        self.lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+        self.total = int(self.lengths.sum())
+
+    def keys(self, n: int) -> np.ndarray:
+        count = len(self.ids) - n + 1
+        key = np.zeros(count, dtype=np.uint64)
+        for k in range(n):
+            key = _mix(key ^ (self.ids[k : k + count] + np.uint64(k * 0x9E3779B9)))
+        return key
+
+    def top_share(self, n: int) -> float:
+        """Characters of the most frequent n-gram times its count, over all word characters."""
+        if len(self.ids) < n or self.total == 0:
+            return 0.0
+        _, first, counts = np.unique(self.keys(n), return_index=True, return_counts=True)
+        best = int(np.argmax(counts))
+        if counts[best] < 2:
+            return 0.0
+        start = int(first[best])
+        return int(self.lengths[start : start + n].sum()) * int(counts[best]) / self.total
+
+    def dup_share(self, n: int) -> float:
+        """Share of word characters covered by n-grams that occur more than once (each word once)."""
+        if len(self.ids) < n or self.total == 0:
+            return 0.0
+        _, inverse, counts = np.unique(self.keys(n), return_inverse=True, return_counts=True)
+        starts = np.flatnonzero(counts[inverse] > 1)
+        cover = np.zeros(len(self.ids) + 1, dtype=np.int64)
+        np.add.at(cover, starts, 1)
+        np.add.at(cover, starts + n, -1)
+        covered = np.cumsum(cover[:-1]) > 0
+        return int(self.lengths[covered].sum()) / self.total
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
 def top_ngram_share(words: list[str], n: int) -> float:
-    """Characters of the most frequent n-gram times its count, over all word characters."""
-    total = sum(len(w) for w in words)
-    if len(words) < n or total == 0:
-        return 0.0
-    counts = Counter(zip(*(words[i:] for i in range(n))))
-    gram, freq = counts.most_common(1)[0]
-    return 0.0 if freq < 2 else sum(len(w) for w in gram) * freq / total
+    return _Grams(words).top_share(n)
 
 
 def dup_ngram_share(words: list[str], n: int) -> float:
-    """Share of word characters covered by n-grams that occur more than once (each word once)."""
-    total = sum(len(w) for w in words)
-    if len(words) < n or total == 0:
-        return 0.0
-    grams = list(zip(*(words[i:] for i in range(n))))
-    counts = Counter(grams)
-    covered = bytearray(len(words))
-    for i, g in enumerate(grams):
-        if counts[g] > 1:
-            covered[i : i + n] = b"\x01" * n
-    return sum(len(w) for w, c in zip(words, covered) if c) / total
+    return _Grams(words).dup_share(n)
 
 
 def repetition_verdict(text: str, p: GopherRepetitionParams) -> str | None:
@@ -132,12 +169,12 @@ def repetition_verdict(text: str, p: GopherRepetitionParams) -> str | None:
             return f"gopher_dup_{name}_fraction"
         if chars / total > max_chars:
             return f"gopher_dup_{name}_chars"
-    words = text.split()
+    grams = _Grams(text.split())
     for n, limit in sorted(p.top_ngrams.items(), key=lambda kv: int(kv[0])):
-        if top_ngram_share(words, int(n)) > limit:
+        if grams.top_share(int(n)) > limit:
             return f"gopher_top_{n}gram"
     for n, limit in sorted(p.dup_ngrams.items(), key=lambda kv: int(kv[0])):
-        if dup_ngram_share(words, int(n)) > limit:
+        if grams.dup_share(int(n)) > limit:
             return f"gopher_dup_{n}gram"
     return None
 

