@@ -1,7 +1,8 @@
 """Writing one prepared unit from its parts and the corpus-wide decisions.
 
 Streams the parts in order: each kept document's tokens go to the train or eval shards, its
-final text to `curated/`; each document dropped at assembly goes to `dropped/corpus.jsonl.gz`
+final text to `curated/part-NNNNN.jsonl.gz` (held-out documents of a training source to
+`curated/heldout.jsonl.gz`); each document dropped at assembly goes to `dropped/corpus.jsonl.gz`
 with its step and reason (and, for a duplicate, the id of the document it repeats); the
 per-document steps' drops are the parts' own files, copied as they are. Then the manifest:
 documents, per-step counts (each step's `in` is the previous step's `kept`), PII counts per
@@ -19,39 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from cptkit.data.decide import BUCKET_NAMES, DROPPED, EVAL, REASONS, Unit
+from cptkit.data.decide import BUCKET_NAMES, DROPPED, EVAL, REASONS, TRAIN, Unit
 from cptkit.data.documents import BadInput
 from cptkit.data.pipelines import document_steps, find
 from cptkit.data.shards import ShardWriter
 from cptkit.data.steps import StepStats
 
-CURATED_PART_BYTES = 512 * 2**20
 
-
-class _Rotating:
-    """gzip JSON lines split into numbered files of about `limit` uncompressed bytes."""
-
-    def __init__(self, folder: Path, limit: int = CURATED_PART_BYTES):
-        self.folder, self.limit, self.index, self.size, self.fh = folder, limit, 0, 0, None
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def write(self, record: dict) -> None:
-        if self.fh is None or self.size >= self.limit:
-            self.close()
-            self.fh = gzip.open(self.folder / f"part-{self.index:05d}.jsonl.gz", "wt", encoding="utf-8", compresslevel=1)
-            self.index, self.size = self.index + 1, 0
-        line = json.dumps(record, ensure_ascii=False) + "\n"
-        self.size += len(line)
-        self.fh.write(line)
-
-    def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-            self.fh = None
-
-
-def _documents(unit: Unit) -> Iterator[tuple[int, dict, np.ndarray]]:
-    """(row, record, tokens) of every document the workers kept, in order."""
+def _documents(unit: Unit) -> Iterator[tuple[int, str, np.ndarray]]:
+    """(row, JSON line, tokens) of every document the workers kept, in order."""
     row = 0
     for folder, size in zip(unit.parts, unit.part_sizes):
         if size == 0:
@@ -61,7 +38,7 @@ def _documents(unit: Unit) -> Iterator[tuple[int, dict, np.ndarray]]:
         tokens = np.memmap(folder / "tokens.bin", dtype=np.dtype(unit.dtype), mode="r")
         with gzip.open(folder / "docs.jsonl.gz", "rt", encoding="utf-8") as fh:
             for j, line in enumerate(fh):
-                yield row + j, json.loads(line), tokens[offsets[j] : offsets[j + 1]]
+                yield row + j, line, tokens[offsets[j] : offsets[j + 1]]
         del tokens
         row += size
 
@@ -72,35 +49,82 @@ def ids_of(unit: Unit, rows: set[int]) -> dict[int, str]:
     if not rows:
         return out
     last = max(rows)
-    for row, record, _ in _documents(unit):
+    for row, line, _ in _documents(unit):
         if row in rows:
-            out[row] = record["id"]
+            out[row] = json.loads(line)["id"]
         if row >= last:
             break
     return out
 
 
+def _with_fields(line: str, fields: dict) -> str:
+    """A JSON object line with more fields, spliced in so the (long) text is not re-encoded."""
+    extra = json.dumps(fields, ensure_ascii=False)
+    return line.rstrip()[:-1] + ", " + extra[1:] + "\n"
+
+
 def write_unit(unit: Unit, units: dict[str, Unit], tmp: Path, shard_tokens: int) -> dict:
-    """Write shards, curated and dropped documents into `tmp`; return the manifest's counts."""
+    """Write shards, curated and dropped documents into `tmp`; return the manifest's counts.
+
+    A part whose documents all go to the unit's main split (train; eval for an eval set) is
+    copied: its token file in bulk into the shards, its document file as the curated file.
+    Other parts are rewritten line by line.
+    """
     writers = {s: ShardWriter(tmp / s, np.dtype(unit.dtype), shard_tokens) for s in ("train", "eval")}
-    curated = _Rotating(tmp / "curated")
-    (tmp / "dropped").mkdir(parents=True, exist_ok=True)
+    for sub in ("curated", "dropped"):
+        (tmp / sub).mkdir(parents=True, exist_ok=True)
     for folder in unit.parts:
         shutil.copyfile(folder / "dropped.jsonl.gz", tmp / "dropped" / f"{folder.name}.jsonl.gz")
     refs: dict[str, set[int]] = {}
     for name, row in unit.dup_of.values():
         refs.setdefault(name, set()).add(row)
-    names = {(n, r): i for n, rows in refs.items() if n != unit.plan.name for r, i in ids_of(units[n], rows).items()}
-    own = refs.get(unit.plan.name, set())
-    counts = {"train": 0, "eval": 0}
-    tokens = {"train": 0, "eval": 0}
-    text_bytes = {"train": 0, "eval": 0}
-    with gzip.open(tmp / "dropped" / "corpus.jsonl.gz", "wt", encoding="utf-8", compresslevel=1) as dropped:
-        for row, record, ids in _documents(unit):
-            if row in own:
-                names[(unit.plan.name, row)] = record["id"]
+    names = {(n, r): i for n, rows in refs.items() for r, i in ids_of(units[n], rows).items()}
+    main = EVAL if unit.plan.eval_only else TRAIN
+    tally = {"counts": {"train": 0, "eval": 0}, "tokens": {"train": 0, "eval": 0}, "text_bytes": {"train": 0, "eval": 0}}
+    dropped = gzip.open(tmp / "dropped" / "corpus.jsonl.gz", "wt", encoding="utf-8", compresslevel=1)
+    heldout = None
+    row = 0
+    with dropped:
+        for folder, size in zip(unit.parts, unit.part_sizes):
+            rows = slice(row, row + size)
+            row += size
+            if size == 0:
+                continue
+            with np.load(folder / "arrays.npz") as data:
+                offsets = data["offsets"]
+            tokens = np.memmap(folder / "tokens.bin", dtype=np.dtype(unit.dtype), mode="r")
+            split_name = "eval" if main == EVAL else "train"
+            if (unit.split[rows] == main).all() and (unit.bucket[rows] < 0).all():
+                writers[split_name].add_many(tokens, offsets, unit.arrays["n_bytes"][rows])
+                shutil.copyfile(folder / "docs.jsonl.gz", tmp / "curated" / f"{folder.name}.jsonl.gz")
+                _count(tally, split_name, size, int(offsets[-1]), int(unit.arrays["n_bytes"][rows].sum()))
+                continue
+            if heldout is None and not unit.plan.eval_only and (unit.split[rows] == EVAL).any():
+                heldout = gzip.open(tmp / "curated" / "heldout.jsonl.gz", "wt", encoding="utf-8", compresslevel=1)
+            with gzip.open(tmp / "curated" / f"{folder.name}.jsonl.gz", "wt", encoding="utf-8", compresslevel=1) as cur:
+                _rewrite(unit, folder, rows.start, tokens, offsets, writers, cur, heldout, dropped, names, tally)
+            del tokens
+    if heldout is not None:
+        heldout.close()
+    shards = {s: w.close() for s, w in writers.items()}
+    content = hashlib.sha256(b"".join(w.hasher.digest() for w in writers.values())).hexdigest()
+    return {**tally, "shards": shards, "content_hash": content}
+
+
+def _count(tally: dict, split: str, docs: int, tokens: int, text_bytes: int) -> None:
+    tally["counts"][split] += docs
+    tally["tokens"][split] += tokens
+    tally["text_bytes"][split] += text_bytes
+
+
+def _rewrite(unit, folder, first_row, tokens, offsets, writers, curated, heldout, dropped, names, tally) -> None:
+    """One part, document by document: shards, curated (or held-out) lines, assembly drops."""
+    with gzip.open(folder / "docs.jsonl.gz", "rt", encoding="utf-8") as fh:
+        for j, line in enumerate(fh):
+            row = first_row + j
             split = unit.split[row]
             if split == DROPPED:
+                record = json.loads(line)
                 step, reason = REASONS[int(unit.code[row])]
                 out = {"id": record["id"], "text": record["text"], "step": step, "reason": reason}
                 if row in unit.dup_of:
@@ -109,19 +133,14 @@ def write_unit(unit: Unit, units: dict[str, Unit], tmp: Path, shard_tokens: int)
                 dropped.write(json.dumps(out, ensure_ascii=False) + "\n")
                 continue
             name = "eval" if split == EVAL else "train"
+            ids = tokens[offsets[j] : offsets[j + 1]]
             n_bytes = int(unit.arrays["n_bytes"][row])
             writers[name].add(ids, n_bytes)
-            counts[name] += 1
-            tokens[name] += len(ids)
-            text_bytes[name] += n_bytes
-            out = {"id": record["id"], "text": record["text"], "split": name, **record.get("meta", {})}
+            _count(tally, name, 1, len(ids), n_bytes)
             if unit.bucket[row] >= 0:
-                out["perplexity_bucket"] = BUCKET_NAMES[int(unit.bucket[row])]
-            curated.write(out)
-    curated.close()
-    shards = {s: w.close() for s, w in writers.items()}
-    content = hashlib.sha256(b"".join(w.hasher.digest() for w in writers.values())).hexdigest()
-    return {"counts": counts, "tokens": tokens, "text_bytes": text_bytes, "shards": shards, "content_hash": content}
+                line = _with_fields(line, {"perplexity_bucket": BUCKET_NAMES[int(unit.bucket[row])]})
+            target = heldout if (split == EVAL and not unit.plan.eval_only) else curated
+            target.write(line)
 
 
 def step_table(unit: Unit) -> tuple[list[dict], dict, BadInput, int]:

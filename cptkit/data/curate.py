@@ -5,7 +5,7 @@ so the same function runs in a local process pool or as a Ray task. It streams t
 batches (bounded memory whatever the part's size) and writes, into a temporary folder that is
 renamed to `part-NNNNN` only when complete:
 
-    docs.jsonl.gz     kept documents {"id", "text", "meta"} in input order
+    docs.jsonl.gz     kept documents {"id", "text", meta fields...} in input order
     dropped.jsonl.gz  documents dropped here, with the step and the reason
     tokens.bin        their token ids back to back ([start] + ids + [eos] each)
     arrays.npz        per kept document: token offsets, text bytes, held-out draw, exact hash,
@@ -182,8 +182,8 @@ class _PartWriter:
             if self.hasher is not None:
                 self.bands.append(self.hasher.band_keys(norm))
             self.ppl.append(doc.meta.get("perplexity", np.nan))
-            record = {"id": doc.id, "text": doc.text}
-            if doc.meta:
-                record["meta"] = doc.meta
+            # The line is already the curated record, less its split: assembly appends that
+            # without decoding the text again.
+            record = {"id": doc.id, "text": doc.text, **doc.meta}
             self.docs.write(json.dumps(record, ensure_ascii=False) + "\n")
             self.n += 1

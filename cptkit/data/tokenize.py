@@ -1,4 +1,4 @@
-"""Tokenize document batches in worker processes with the model's own tokenizer.
+"""Tokenize document batches with the model's own tokenizer (in the curation workers).
 
 Workers load the tokenizer once from the folder data preparation saved it to. A fast tokenizer
 (`tokenizer.json`) is run through the `tokenizers` library directly: same ids, no transformers
@@ -32,8 +32,12 @@ def make_encoder(spec: TokenizerSpec) -> Callable[[list[str]], list[list[int]]]:
         backend.no_truncation()
         backend.no_padding()
 
+        # encode_batch_fast (tokenizers >= 0.21) gives the same ids without computing character
+        # offsets, which nothing here needs: about 1.6x faster on prose.
+        batch = getattr(backend, "encode_batch_fast", backend.encode_batch)
+
         def encode(texts: list[str]) -> list[list[int]]:
-            return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+            return [e.ids for e in batch(texts, add_special_tokens=False)]
 
         return encode
     from transformers import AutoTokenizer

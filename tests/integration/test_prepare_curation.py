@@ -75,7 +75,7 @@ def test_medical_recipe_end_to_end(tmp_path, tiny_model, medical):
     # PII runs after the filters, so it sees (and counts) only the documents they kept.
     assert set(m["pii"]) == set(expected.pii) and all(n > 0 for n in m["pii"].values())
     curated = read_gz(data / "domain" / "curated")
-    assert len(curated) == m["documents"]["kept"] and {d["split"] for d in curated} == {"train"}
+    assert len(curated) == m["documents"]["kept"] and not (data / "domain" / "curated" / "heldout.jsonl.gz").exists()
     text = "\n".join(d["text"] for d in curated)
     assert "AbstractText" not in text and "@hospital.example.org" not in text and "(415) 555-" not in text
     assert text.count("<PATIENT_ID>") == m["pii"]["patient_id"] - sum("<PATIENT_ID>" in d["text"] for d in

@@ -57,11 +57,13 @@ def test_dataset_by_name_with_data_dir_and_split_streamed(tmp_path, tiny_model):
               "text_field": "content"}
     m = prepare(load_config(None, raw=config(tmp_path, tiny_model, domain)))["domain"]
     assert m["documents"]["read"] == 30 and m["tokens"]["total"] > 0
-    curated = (tmp_path / "run" / "data" / "domain" / "curated" / "part-00000.jsonl.gz")
     import gzip
 
-    ids = [json.loads(line)["id"] for line in gzip.open(curated, "rt")]
-    assert all(i.startswith(f"{tmp_path / 'stack'}[train]#") for i in ids)
+    curated = tmp_path / "run" / "data" / "domain" / "curated"
+    train = [json.loads(line) for f in sorted(curated.glob("part-*.jsonl.gz")) for line in gzip.open(f, "rt")]
+    heldout = [json.loads(line) for line in gzip.open(curated / "heldout.jsonl.gz", "rt")]
+    assert (len(train), len(heldout)) == (m["documents"]["train"], m["documents"]["eval"]) and heldout
+    assert all(d["id"].startswith(f"{tmp_path / 'stack'}[train]#") for d in train + heldout)
     parts = json.loads((tmp_path / "run" / "data" / ".work" / "domain" / "key.json").read_text())["parts"]
     assert [p["dataset_part"] for p in parts] == [["shard", k, 3] for k in range(3)]  # one part per file
 
