@@ -181,3 +181,29 @@ def test_bad_input_is_counted_with_file_and_line(tmp_path, tiny_model):
     assert m["bad_input"]["samples"]["document_too_large"][0].startswith(f"{src / 'a.jsonl'}:7")
     assert m["documents"]["read"] == 2 and m["steps"][-1]["dropped"] == {"exact_duplicate": 1}
     assert "bad input: " in out.stdout
+
+
+def test_perplexity_filter_keeps_the_lowest_share_with_buckets(tmp_path, tiny_model, corpus):
+    cfg = make_config(tmp_path, tiny_model, corpus)
+    step = {"perplexity": {"model": str(tiny_model), "batch_size": 4, "max_tokens": 32, "keep_fraction": 0.5}}
+    cfg["data"].update({"domain": {"paths": [str(corpus["general"])], "id_field": "id", "pipeline": [step]},
+                        "general": None, "num_workers": 1, "heldout_fraction": 0.0})
+    cfg["mix"] = {"replay_ratio": 0.0}
+    m = prepare(load_config(None, raw=cfg))["domain"]
+    steps = {s["name"]: s for s in m["steps"]}
+    n = steps["tokenize"]["kept"]
+    assert steps["perplexity_select"] == {"name": "perplexity_select", "in": n, "kept": -(-n // 2),
+                                          "dropped": {"above_keep_fraction": n // 2}}
+    data = tmp_path / "run" / "data" / "domain"
+    kept = read_gz(data / "curated")
+    dropped = [d for d in read_gz(data / "dropped") if d["step"] == "perplexity_select"]
+    assert len(kept) == m["documents"]["kept"] == -(-n // 2) and len(dropped) == n // 2
+    assert {d["perplexity_bucket"] for d in kept} <= {"head", "middle"}  # the tail third is above the median
+    scored = sorted(json.loads(line)["perplexity"] for line in _part_lines(tmp_path))
+    assert sorted(d["perplexity"] for d in kept) == scored[: len(kept)]
+
+
+def _part_lines(tmp_path):
+    for path in sorted((tmp_path / "run" / "data" / ".work" / "domain").glob("part-*/docs.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            yield from fh
