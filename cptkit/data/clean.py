@@ -39,6 +39,7 @@ _LOOKS_HTML = re.compile(
 )
 _SPACES = re.compile(r"[ \t\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _BLANK_RUNS = re.compile(r"\n{3,}")
+_LINE_EDGE = re.compile(r" ?\n ?")
 _PARA = "\x00P\x00"  # paragraph-break marker while walking the tree; never in parsed text
 
 
@@ -107,8 +108,10 @@ def normalize_whitespace(text: str, mode: str) -> str:
         lines = [line.rstrip() for line in text.split("\n")]
         text = "\n".join(lines).strip("\n")
         return re.sub(r"\n{4,}", "\n\n\n", text) + ("\n" if text else "")
-    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
-    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
+    # Whole-text substitutions, not a loop over lines: runs of spaces become one, then the
+    # single space left at either end of a line goes.
+    text = _LINE_EDGE.sub("\n", _SPACES.sub(" ", text))
+    return _BLANK_RUNS.sub("\n\n", text).strip()
 
 
 def clean_text(text: str, params: CleanParams) -> str:

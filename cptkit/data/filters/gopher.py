@@ -20,6 +20,7 @@ from cptkit.schema import option
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
 BULLETS = ("\u2022", "\u2023", "\u25e6", "\u2043", "\u2219", "-", "*", "\u25aa", "\u25cf")
 _PUNCT = re.compile(r"^[^\w]+$")
+_LETTER = re.compile(r"[^\W\d_]")  # a letter in any script
 
 
 @dataclass
@@ -76,7 +77,7 @@ def quality_verdict(text: str, p: GopherQualityParams) -> str | None:
         ellipsis = sum(line.rstrip().endswith(("...", "\u2026")) for line in lines)
         if ellipsis / len(lines) > p.max_ellipsis_lines:
             return "gopher_ellipsis_lines"
-    if sum(any(c.isalpha() for c in w) for w in words) / max(len(words), 1) < p.min_alpha_words:
+    if sum(1 for w in words if _LETTER.search(w)) / max(len(words), 1) < p.min_alpha_words:
         return "gopher_alpha_words"
     if sum(w.lower() in STOP_WORDS for w in words) < p.min_stop_words:
         return "gopher_stop_words"
@@ -99,8 +100,9 @@ def duplicated(elements: list[str]) -> tuple[int, int]:
 class _Grams:
     """Word n-grams of one text as 64-bit keys, for counting repeats with numpy.
 
-    Words become small integer ids; an n-gram's key mixes its ids position by position
-    (the splitmix64 finaliser), so counting is a sort, not a Python dictionary of tuples.
+    Words become small integer ids; the key of an n-gram is the (n-1)-gram's key mixed with its
+    last word (the splitmix64 finaliser), so every n costs one pass and counting is a sort, not a
+    Python dictionary of tuples.
     """
 
     def __init__(self, words: list[str]):
@@ -108,13 +110,13 @@ class _Grams:
         self.ids = np.fromiter((ids.setdefault(w, len(ids)) for w in words), dtype=np.uint64, count=len(words))
         self.lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
         self.total = int(self.lengths.sum())
+        self._keys = {1: _mix(self.ids + np.uint64(1))}
 
     def keys(self, n: int) -> np.ndarray:
-        count = len(self.ids) - n + 1
-        key = np.zeros(count, dtype=np.uint64)
-        for k in range(n):
-            key = _mix(key ^ (self.ids[k : k + count] + np.uint64(k * 0x9E3779B9)))
-        return key
+        for m in range(max(self._keys) + 1, n + 1):
+            prev = self._keys[m - 1]
+            self._keys[m] = _mix(prev[:-1] ^ (self.ids[m - 1 :] * np.uint64(0x9E3779B97F4A7C15)))
+        return self._keys[n]
 
     def top_share(self, n: int) -> float:
         """Characters of the most frequent n-gram times its count, over all word characters."""
@@ -132,11 +134,15 @@ class _Grams:
         if len(self.ids) < n or self.total == 0:
             return 0.0
         _, inverse, counts = np.unique(self.keys(n), return_inverse=True, return_counts=True)
-        starts = np.flatnonzero(counts[inverse] > 1)
-        cover = np.zeros(len(self.ids) + 1, dtype=np.int64)
-        np.add.at(cover, starts, 1)
-        np.add.at(cover, starts + n, -1)
-        covered = np.cumsum(cover[:-1]) > 0
+        repeated = counts[inverse] > 1
+        if not repeated.any():
+            return 0.0
+        # Word w is covered when an n-gram starting in [w - n + 1, w] repeats: a window sum.
+        starts = np.concatenate([[0], np.cumsum(repeated)])
+        w = np.arange(len(self.ids))
+        lo = np.maximum(w - n + 1, 0)
+        hi = np.minimum(w, len(repeated) - 1) + 1
+        covered = starts[hi] - starts[lo] > 0
         return int(self.lengths[covered].sum()) / self.total
 
 
