@@ -25,17 +25,21 @@ OUTCOMES = ["hospital admissions", "mortality", "quality of life", "blood pressu
 DESIGNS = ["a randomised controlled trial", "a prospective cohort study", "a retrospective analysis",
            "a multicentre observational study", "a pragmatic trial", "a cross-sectional survey"]
 SENTENCES = [
-    "We evaluated whether {t} changes {o} in adults with {c}.",
-    "{c} is common, and the effect of {t} on {o} in this group has not been established.",
-    "In {d} of {n} patients with {c}, we compared {t} with usual care.",
-    "The primary outcome was {o} at {m} months, and secondary outcomes included {o2}.",
-    "Patients who received {t} had lower {o} than those in the control group (p = 0.0{k}).",
-    "The effect was consistent across age groups and was larger in patients with severe {c}.",
-    "Adverse events were rare and did not differ between the groups.",
-    "These findings suggest that {t} may improve {o} for people with {c}, although longer trials are needed.",
-    "Our results support the use of {t} as part of routine care for {c}.",
-    "The association remained after adjustment for age, sex and baseline {o2}.",
+    "We evaluated whether {t} changes {o} in {n} adults with {c} treated at {sites} centres.",
+    "{c} affects about {pct} percent of adults, and the effect of {t} on {o} has not been established.",
+    "In {d} of {n} patients with {c} aged {age} to {age2} years, we compared {t} with usual care.",
+    "The primary outcome was {o} at {m} months, and secondary outcomes included {o2} at {m2} months.",
+    "Patients who received {t} had lower {o} than controls ({pct}.{k} versus {pct2}.{k2} percent, p = 0.0{k}).",
+    "The effect was consistent across {groups} age groups and was larger in the {pct} percent with severe {c}.",
+    "Adverse events occurred in {pct} of {n} patients and did not differ between the groups.",
+    "These findings suggest that {t} may improve {o} for people with {c}, although trials longer than {m} months are needed.",
+    "Our results support the use of {t} as part of routine care for {c} in {setting}.",
+    "The association remained after adjustment for age, sex and baseline {o2} (hazard ratio 0.{k}{k2}).",
+    "Follow-up was complete for {pct} percent of participants after a median of {m} months.",
+    "Costs per patient were {cost} dollars lower with {t}, mainly through fewer {o}.",
 ]
+SETTINGS = ["primary care", "hospital wards", "rural clinics", "outpatient services", "nursing homes",
+            "emergency departments", "community pharmacies", "specialist centres"]
 SECTIONS = ["BACKGROUND", "METHODS", "RESULTS", "CONCLUSIONS"]
 KOREAN = ["만성 신장 질환 환자에서 새로운 치료가 입원율을 낮추는지 평가하였다.",
           "연구 대상은 성인 환자였으며 주요 결과는 육 개월 후의 삶의 질이었다.",
@@ -54,14 +58,19 @@ class Expected:
 
 
 def abstract(rng: random.Random) -> str:
-    fill = {"c": rng.choice(CONDITIONS), "t": rng.choice(TREATMENTS), "o": rng.choice(OUTCOMES),
-            "o2": rng.choice(OUTCOMES), "d": rng.choice(DESIGNS), "n": rng.randint(40, 4000),
-            "m": rng.choice([3, 6, 12, 24]), "k": rng.randint(1, 4)}
+    fixed = {"c": rng.choice(CONDITIONS), "t": rng.choice(TREATMENTS), "o": rng.choice(OUTCOMES),
+             "o2": rng.choice(OUTCOMES), "d": rng.choice(DESIGNS), "setting": rng.choice(SETTINGS)}
+
+    def fill() -> dict:  # numbers drawn per sentence, as real abstracts report many
+        return {**fixed, "n": rng.randint(40, 4000), "m": rng.choice([3, 6, 12, 24, 36]),
+                "m2": rng.choice([3, 6, 12, 24, 36]), "k": rng.randint(1, 9), "k2": rng.randint(0, 9),
+                "pct": rng.randint(2, 95), "pct2": rng.randint(2, 95), "age": rng.randint(18, 50),
+                "age2": rng.randint(51, 90), "sites": rng.randint(2, 60), "groups": rng.randint(2, 6),
+                "cost": rng.randint(50, 9000)}
+
     chosen = rng.sample(SENTENCES, rng.randint(6, 9))
-    # A numeric detail per document keeps unrelated abstracts from being near duplicates.
-    chosen.append(f"Data were collected at {rng.randint(2, 60)} sites between {rng.randint(1990, 2015)} and "
-                  f"{rng.randint(2016, 2024)}, with {rng.randint(5, 95)} percent follow-up.")
-    return " ".join(s.format(**fill) for s in chosen)
+    sentences = (sentence.format(**fill()) for sentence in chosen)
+    return " ".join(x[0].upper() + x[1:] for x in sentences)
 
 
 def with_pii(text: str, rng: random.Random, exp: Expected) -> str:

@@ -8,8 +8,8 @@ renamed to `part-NNNNN` only when complete:
     docs.jsonl.gz     kept documents {"id", "text", meta fields...} in input order
     dropped.jsonl.gz  documents dropped here, with the step and the reason
     tokens.bin        their token ids back to back ([start] + ids + [eos] each)
-    arrays.npz        per kept document: token offsets, text bytes, held-out draw, exact hash,
-                      MinHash band keys, reference-LM perplexity
+    arrays.npz        per kept document: token offsets, text bytes, held-out draw, reference-LM
+                      perplexity and, when the task asks for signatures, exact hash and band keys
     stats.json        documents read, per-step counts, bad input
 
 A crash leaves at most a temporary folder, which the next run removes and redoes.
@@ -112,6 +112,8 @@ def process_part(task: PartTask) -> dict:
         "bad_counts": dict(bad.counts), "bad_samples": bad.samples,
     }
     (tmp / "stats.json").write_text(json.dumps(result))
+    if final.exists():  # a retried task whose first attempt finished: same content, replace it
+        shutil.rmtree(final)
     os.replace(tmp, final)  # the part now counts as finished
     return result
 
@@ -177,9 +179,9 @@ class _PartWriter:
             self.offsets.append(self.offsets[-1] + len(arr))
             self.n_bytes.append(len(doc.text.encode("utf-8", "surrogatepass")))
             self.draws.append(heldout_draw(doc.id))
-            norm = normalize(doc.text)
-            self.exact.append(exact_hash(norm))
             if self.hasher is not None:
+                norm = normalize(doc.text)
+                self.exact.append(exact_hash(norm))
                 self.bands.append(self.hasher.band_keys(norm))
             self.ppl.append(doc.meta.get("perplexity", np.nan))
             # The line is already the curated record, less its split: assembly appends that

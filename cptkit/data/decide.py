@@ -43,6 +43,7 @@ class Unit:
     specs: list
     parts: list[Path]  # part folders in order
     dtype: str = "uint16"  # token dtype of tokens.bin
+    signed: bool = True  # the workers computed exact hashes and band keys
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     part_sizes: list[int] = field(default_factory=list)
     # Outcomes, per document: split (TRAIN/EVAL/DROPPED), drop code, bucket, duplicate-of.
@@ -108,6 +109,8 @@ def _eval_index(units: list[Unit]) -> tuple[np.ndarray, np.ndarray]:
     exact, bands = [], []
     width = max((u.arrays["bands"].shape[1] for u in units), default=0)
     for u in units:
+        if not u.signed:
+            continue
         rows = u.split == EVAL
         exact.append(u.arrays["exact"][rows])
         if u.arrays["bands"].shape[1] == width and width:

@@ -110,9 +110,16 @@ def _backend_agrees(spec: TokenizerSpec, tok) -> bool:
     return make_encoder(spec)(sample) == tok(sample, add_special_tokens=False)["input_ids"]
 
 
-def needs_signatures(plan: SourcePlan) -> bool:
-    """MinHash band keys are computed for eval units and for sources with a corpus-wide step."""
-    return plan.eval_only or any(s.name in CORPUS_WIDE for s in plan.specs)
+def needs_signatures(plan: SourcePlan, decontaminating: bool) -> bool:
+    """Whether workers compute exact hashes and MinHash band keys for this unit's documents:
+    for a corpus-wide step of its own, or when it holds eval documents (an eval set, a held-out
+    slice) and some source decontaminates against them. Otherwise nothing reads them."""
+    own = any(s.name in CORPUS_WIDE for s in plan.specs)
+    return own or (decontaminating and (plan.eval_only or plan.heldout))
+
+
+def decontaminating(plans: list[SourcePlan]) -> bool:
+    return any(s.name == "decontaminate" for p in plans for s in p.specs)
 
 
 def _inputs(plan: SourcePlan) -> list[Path]:
@@ -124,7 +131,7 @@ def _inputs(plan: SourcePlan) -> list[Path]:
     return files
 
 
-def part_key(plan: SourcePlan, files: list[Path], tokenizer_hash: str, cfg: Config) -> str:
+def part_key(plan: SourcePlan, files: list[Path], tokenizer_hash: str, cfg: Config, signed: bool) -> str:
     """Everything the parts of this unit depend on."""
     if plan.source.dataset is not None:
         inputs = hfsource.identity(plan.source.dataset)
@@ -135,7 +142,7 @@ def part_key(plan: SourcePlan, files: list[Path], tokenizer_hash: str, cfg: Conf
         "inputs": inputs,
         "source": {k: v for k, v in to_dict(plan.source).items() if k not in ("name", "pipeline")},
         "steps": [s.to_json() for s in plan.specs],
-        "minhash": to_dict(cfg.data.minhash) if needs_signatures(plan) else None,
+        "minhash": to_dict(cfg.data.minhash) if signed else None,
         "tokenizer": tokenizer_hash,
         "part_bytes": cfg.data.part_bytes,
         "max_document_bytes": cfg.data.max_document_bytes,
@@ -173,7 +180,8 @@ def prepare(cfg: Config, force: bool = False) -> dict[str, dict]:
     spec, tok_hash, vocab = save_tokenizer(cfg, root / "tokenizer")
     plans = source_plans(cfg)
     files = {p.name: _inputs(p) for p in plans}
-    keys = {p.name: part_key(p, files[p.name], tok_hash, cfg) for p in plans}
+    decon = decontaminating(plans)
+    keys = {p.name: part_key(p, files[p.name], tok_hash, cfg, needs_signatures(p, decon)) for p in plans}
     manifests: dict[str, dict] = {}
     todo = []
     for plan in plans:
@@ -192,14 +200,14 @@ def prepare(cfg: Config, force: bool = False) -> dict[str, dict]:
     wide = any(any(s.name in CORPUS_WIDE for s in p.specs) for p, _ in todo)
     needed = plans if wide else [p for p, _ in todo]
     dtype = token_dtype(vocab)
-    units = _run_parts(cfg, needed, files, keys, spec, dtype.name, force)
+    units = _run_parts(cfg, needed, files, keys, spec, dtype.name, force, decon)
     decide(list(units.values()), cfg.data.heldout_fraction, cfg.data.heldout_max_docs)
     for plan, key in todo:
         manifests[plan.name] = _write(cfg, units[plan.name], units, files[plan.name], key, spec, vocab, root)
     return {p.name: manifests[p.name] for p in plans if p.name in manifests}
 
 
-def _run_parts(cfg, plans, files, keys, spec, dtype: str, force: bool) -> dict[str, Unit]:
+def _run_parts(cfg, plans, files, keys, spec, dtype: str, force: bool, decon: bool) -> dict[str, Unit]:
     """Make sure every part of every plan is finished; return the loaded units."""
     work = cfg.prepared_dir / ".work"
     workers = cfg.data.num_workers or min(os.cpu_count() or 1, 16)
@@ -209,12 +217,13 @@ def _run_parts(cfg, plans, files, keys, spec, dtype: str, force: bool) -> dict[s
         folder = work / plan.name
         parts = _part_list(cfg, plan, files[plan.name], keys[plan.name], folder, force)
         minhash = cfg.data.minhash
-        sig = (minhash.ngram, minhash.bands, minhash.rows, minhash.seed) if needs_signatures(plan) else None
+        signed = needs_signatures(plan, decon)
+        sig = (minhash.ngram, minhash.bands, minhash.rows, minhash.seed) if signed else None
         for part in parts:
             if not part_folder(folder, part.index).is_dir():
                 tasks.append(PartTask(part, plan.source, plan.name, plan.where, tuple(plan.specs), str(folder),
                                       spec, dtype, sig, cfg.data.max_document_bytes, threads))
-        units[plan.name] = Unit(plan, plan.specs, [part_folder(folder, p.index) for p in parts], dtype)
+        units[plan.name] = Unit(plan, plan.specs, [part_folder(folder, p.index) for p in parts], dtype, signed)
     total = sum(len(u.parts) for u in units.values())
     if tasks:
         log.info("curating %d of %d parts with %d %s worker(s)", len(tasks), total, workers, cfg.data.executor)
