@@ -1,6 +1,8 @@
 """Shared by the curation benchmarks: a tokenizer for the generated corpus, and a command's wall
 time and peak memory, counting every process it starts (workers included).
 
+CPU time (user + system of every process, from the kernel's accounting of waited-for
+children) does not depend on what else the machine is running, unlike wall time.
 Peak memory is sampled every 50 ms as the sum of the resident set sizes of the process and all
 its descendants (what the machine must hold at once), plus the largest single process.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import subprocess
 import threading
 import time
@@ -27,9 +30,11 @@ def tokenizer_model(folder: Path, sample: Path) -> Path:
 
 
 def run_measured(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> dict:
-    """Run `cmd`; return wall seconds, peak total RSS and peak single-process RSS in MiB."""
+    """Run `cmd`; return wall seconds, CPU seconds (every process it started, user + system),
+    peak total RSS and peak single-process RSS in MiB."""
     import psutil
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     peak = {"total": 0, "single": 0}
     done = threading.Event()
     started = time.perf_counter()
@@ -55,9 +60,12 @@ def run_measured(cmd: list[str], env: dict | None = None, cwd: Path | None = Non
     thread.start()
     output, _ = proc.communicate()
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # Descendants that exited and were waited for (pool workers included) count in RUSAGE_CHILDREN.
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     done.set()
     thread.join()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-3000:]}")
-    return {"wall_s": wall, "peak_mib": peak["total"] / 2**20, "peak_single_mib": peak["single"] / 2**20,
+    return {"wall_s": wall, "cpu_s": cpu, "peak_mib": peak["total"] / 2**20, "peak_single_mib": peak["single"] / 2**20,
             "output": output}

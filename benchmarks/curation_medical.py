@@ -68,8 +68,9 @@ def main() -> None:
         r = run_measured([sys.executable, "-m", "cptkit", "prepare", str(path), "--force"],
                          env={"HF_HUB_OFFLINE": "1"})
         runs.append(r)
-        print(f"run {i + 1}: {r['wall_s']:.1f} s, {size / 2**20 / r['wall_s']:.2f} MB/s, "
-              f"peak {r['peak_mib']:.0f} MiB (largest process {r['peak_single_mib']:.0f} MiB)", flush=True)
+        print(f"run {i + 1}: {r['wall_s']:.1f} s, {size / 2**20 / r['wall_s']:.2f} MB/s, {r['cpu_s']:.0f} CPU s "
+              f"({size / 2**20 / r['cpu_s']:.2f} MB per CPU second), peak {r['peak_mib']:.0f} MiB "
+              f"(largest process {r['peak_single_mib']:.0f} MiB)", flush=True)
     manifest = json.loads((folder / "run" / "data" / "domain" / "manifest.json").read_text())
     wall = statistics.median(r["wall_s"] for r in runs)
     docs = manifest["documents"]
