@@ -36,7 +36,7 @@ def exact_hash(normalized: str) -> int:
     return int.from_bytes(hashlib.blake2b(normalized.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
+def mix64(x: np.ndarray) -> np.ndarray:
     """The splitmix64 finaliser: spreads every input bit over the 64 output bits."""
     x = x ^ (x >> np.uint64(30))
     x = x * _MIX1
@@ -71,8 +71,8 @@ class MinHasher:
         count = len(w) - n + 1
         h = np.zeros(count, dtype=np.uint64)
         for k in range(n):
-            h += _mix(w[k : k + count] + np.uint64(k)) * self._pos[k]
-        return _mix(h)
+            h += mix64(w[k : k + count] + np.uint64(k)) * self._pos[k]
+        return mix64(h)
 
     def signature(self, normalized: str) -> np.ndarray:
         """bands * rows minimum hash values (uint64 holding 32-bit values)."""
@@ -87,8 +87,8 @@ class MinHasher:
     def band_keys(self, normalized: str) -> np.ndarray:
         """One 64-bit key per band; equal keys mean the band's rows agree (up to 2^-64)."""
         sig = self.signature(normalized).reshape(self.bands, self.rows)
-        keyed = (_mix(sig + np.uint64(1)) * self._row).sum(axis=1, dtype=np.uint64)
-        return _mix(keyed + np.arange(self.bands, dtype=np.uint64))
+        keyed = (mix64(sig + np.uint64(1)) * self._row).sum(axis=1, dtype=np.uint64)
+        return mix64(keyed + np.arange(self.bands, dtype=np.uint64))
 
 
 def jaccard(a: str, b: str, ngram: int = 5) -> float:

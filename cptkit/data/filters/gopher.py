@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cptkit.data.signatures import mix64
 from cptkit.data.steps import Step, per_document
 from cptkit.schema import option
 
@@ -110,12 +111,12 @@ class _Grams:
         self.ids = np.fromiter((ids.setdefault(w, len(ids)) for w in words), dtype=np.uint64, count=len(words))
         self.lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
         self.total = int(self.lengths.sum())
-        self._keys = {1: _mix(self.ids + np.uint64(1))}
+        self._keys = {1: mix64(self.ids + np.uint64(1))}
 
     def keys(self, n: int) -> np.ndarray:
         for m in range(max(self._keys) + 1, n + 1):
             prev = self._keys[m - 1]
-            self._keys[m] = _mix(prev[:-1] ^ (self.ids[m - 1 :] * np.uint64(0x9E3779B97F4A7C15)))
+            self._keys[m] = mix64(prev[:-1] ^ (self.ids[m - 1 :] * np.uint64(0x9E3779B97F4A7C15)))
         return self._keys[n]
 
     def top_share(self, n: int) -> float:
@@ -144,14 +145,6 @@ class _Grams:
         hi = np.minimum(w, len(repeated) - 1) + 1
         covered = starts[hi] - starts[lo] > 0
         return int(self.lengths[covered].sum()) / self.total
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
 
 
 def top_ngram_share(words: list[str], n: int) -> float:
