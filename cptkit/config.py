@@ -44,22 +44,47 @@ class ModelConfig:
 
 
 @dataclass
+class DatasetConfig:
+    path: str = option(
+        help="A folder written by Hugging Face datasets' save_to_disk (memory-mapped), or what "
+        "load_dataset takes: a hub name or a local folder of data files."
+    )
+    name: str | None = option(None, help="The dataset's configuration name (load_dataset's `name`).")
+    data_dir: str | None = option(None, help="A sub-folder of the dataset to read (load_dataset's `data_dir`).")
+    split: str = option("train", help="The split to read.")
+    streaming: bool = option(True, help="Stream a load_dataset source instead of downloading and converting it first.")
+    revision: str | None = option(None, help="Hub revision; pin one, since a hub dataset's content can change.")
+
+
+@dataclass
 class SourceConfig:
     paths: list[str] | str = option(
+        default_factory=list,
         help="Files, folders (read recursively) or globs. Formats by extension: .jsonl .json "
-        ".parquet .csv .txt/.md, each optionally .gz or .zst."
+        ".parquet .csv .txt/.md, each optionally .gz or .zst. Give paths or dataset, not both.",
     )
-    text_field: str = option("text", help="The field that holds the document text (JSONL/JSON/Parquet/CSV).")
+    dataset: DatasetConfig | None = option(None, help="A Hugging Face dataset instead of files.")
+    text_field: str = option("text", help="The field that holds the document text (JSONL/JSON/Parquet/CSV/dataset).")
     id_field: str | None = option(
         None, help="A field that holds a document id; default: 'file:line' of the document."
     )
     format: Literal["auto", "jsonl", "json", "parquet", "csv", "text"] = option(
         "auto", help="Input format; auto decides by file extension (.txt and unknown: one document per file)."
     )
-    pipeline: str = option(
-        "none", help="Curation recipe applied before tokenizing: none (read, tokenize, pack)."
+    pipeline: str | list[Any] = option(
+        "none",
+        help="Curation before tokenizing: a recipe (none, web, medical, code) or a list of steps, each a "
+        "name or {name: {parameters}} (see cptkit/data/pipelines.py).",
     )
     name: str | None = option(None, help="A name for this source in logs and the manifest.")
+
+
+@dataclass
+class MinHashConfig:
+    ngram: int = option(5, help="Words per shingle.")
+    bands: int = option(14, help="LSH bands; documents sharing one band's rows are near duplicates.")
+    rows: int = option(8, help="Signature rows per band (bands x rows permutations; 14 x 8: about 0.72 Jaccard).")
+    seed: int = option(1, help="Seed of the hash permutations (signatures of different seeds never match).")
 
 
 @dataclass
@@ -85,6 +110,22 @@ class DataConfig:
     )
     num_workers: int = option(0, help="Tokenizer worker processes; 0 means one per CPU core (at most 16).")
     shard_tokens: int = option(2**28, help="Tokens per shard file before a new one starts.")
+    minhash: MinHashConfig = option(
+        default_factory=MinHashConfig, help="MinHash LSH shape for dedup and decontaminate steps (one for the run)."
+    )
+    part_bytes: int = option(
+        64 * 2**20, help="Uncompressed JSONL and Parquet files larger than this are split into parts processed "
+        "in parallel; a part is also the unit that a resumed prepare skips when finished."
+    )
+    max_document_bytes: int = option(
+        16 * 2**20, help="Longer records (a line, a file, a field) are counted as bad input "
+        "(document_too_large) without being held in memory."
+    )
+    executor: Literal["local", "ray"] = option(
+        "local", help="local: worker processes on this machine. ray: tasks on a Ray cluster (pip install "
+        "cptkit[ray]); every node must see prepared_dir and the inputs at the same paths."
+    )
+    ray_address: str | None = option(None, help="Ray cluster address for executor ray; default: start a local Ray.")
 
 
 @dataclass
@@ -361,6 +402,12 @@ def check(cfg: Config, base_dir: Path, check_paths: bool = True) -> list[str]:
     positive("data.shard_tokens", d.shard_tokens)
     positive("data.num_workers", d.num_workers, allow_zero=True)
     positive("data.heldout_max_docs", d.heldout_max_docs, allow_zero=True)
+    positive("data.part_bytes", d.part_bytes)
+    positive("data.max_document_bytes", d.max_document_bytes)
+    positive("data.minhash.ngram", d.minhash.ngram)
+    positive("data.minhash.bands", d.minhash.bands)
+    positive("data.minhash.rows", d.minhash.rows)
+    p += _check_sources(cfg)
     positive("checkpoint.every_steps", cfg.checkpoint.every_steps)
     positive("checkpoint.keep_last", cfg.checkpoint.keep_last)
     positive("checkpoint.keep_best", cfg.checkpoint.keep_best, allow_zero=True)
@@ -419,8 +466,8 @@ def _check_distributed(dc: DistributedConfig, dtype: str) -> list[str]:
     return p
 
 
-def _check_paths(cfg: Config, base_dir: Path) -> list[str]:
-    p: list[str] = []
+def _sources(cfg: Config) -> list[tuple[str, SourceConfig]]:
+    """Every source with its dotted path in the config."""
     roles: list[tuple[str, Any]] = []
     for role in ("domain", "general"):
         value = getattr(cfg.data, role)
@@ -428,11 +475,28 @@ def _check_paths(cfg: Config, base_dir: Path) -> list[str]:
             roles += [(f"data.{role}[{i}]", s) for i, s in enumerate(value)]
         elif value is not None:
             roles.append((f"data.{role}", value))
-    roles += [(f"data.eval.{name}", s) for name, s in cfg.data.eval.items()]
-    for path, src in roles:
+    return roles + [(f"data.eval.{name}", s) for name, s in cfg.data.eval.items()]
+
+
+def _check_sources(cfg: Config) -> list[str]:
+    from cptkit.data.pipelines import parse_pipeline
+
+    p: list[str] = []
+    for path, src in _sources(cfg):
+        if src.dataset is not None and src.paths:
+            p.append(f"{path}: give paths or dataset, not both")
+        if src.dataset is None and not src.paths:
+            p.append(f"{path}.paths: required: files, folders or globs (or give dataset)")
+        parse_pipeline(src.pipeline, f"{path}.pipeline", p)
+    return p
+
+
+def _check_paths(cfg: Config, base_dir: Path) -> list[str]:
+    p: list[str] = []
+    for path, src in _sources(cfg):
+        if src.dataset is not None:
+            continue
         patterns = [src.paths] if isinstance(src.paths, str) else src.paths
-        if not patterns:
-            p.append(f"{path}.paths: empty; name at least one file, folder or glob")
         for pattern in patterns:
             if not expand_paths([pattern]):
                 p.append(f"{path}.paths: {pattern!r} matches no file")

@@ -1,37 +1,51 @@
-"""`cptkit prepare`: raw documents to tokenized, packed shards with a manifest, per source.
+"""`cptkit prepare`: raw documents to curated, tokenized, packed shards with a manifest, per source.
 
-Data flows one way: readers -> (curation steps) -> held-out routing -> tokenizer workers ->
-shards. Each source is built in a temporary folder and renamed into place only once its
-manifest is written, so an interrupted prepare never leaves shards that look complete. A
-fingerprint of the inputs (paths, sizes, modification times), the tokenizer files and the
-settings decides whether existing shards can be reused as they are.
+Data flows one way: readers -> per-document curation steps -> tokenizer -> part folders (in
+workers, in parallel) -> corpus-wide decisions (held-out routing, decontamination, dedup) ->
+shards. Two stages, each safe to interrupt:
+
+1. Parts. Each source is split into parts (files, byte ranges of large files, dataset shards;
+   see parts.py) and every part is processed by a worker into `PREPARED/.work/NAME/part-NNNNN`
+   (see curate.py). A part folder appears only when complete, so a rerun after a crash skips
+   finished parts and redoes the rest. Parts stay while the source's inputs and per-document
+   settings are unchanged, so changing, say, the eval set re-assembles without re-curating.
+2. Assembly. Decisions that need the whole corpus are taken in the main process (decide.py),
+   then each source is written in a temporary folder and renamed into place only once its
+   manifest is written, so nothing that looks complete is ever partial.
+
+Fingerprints decide what is redone: a source's part key covers its inputs (paths, sizes,
+modification times), reader and step settings and the tokenizer; its final key adds the held-out
+and shard settings and, when it has a corpus-wide step, the part keys of every other unit (eval
+data and other sources change what decontamination and cross-source dedup remove).
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cptkit.config import Config, SourceConfig, expand_paths
-from cptkit.data.documents import BadInput, Document
-from cptkit.data.readers import read_file
-from cptkit.data.shards import ShardWriter, token_dtype, windows_in
-from cptkit.data.tokenize import TokenizerSpec, run_batches
+from cptkit.data import hfsource
+from cptkit.data.assemble import step_table, write_unit
+from cptkit.data.curate import PartTask, part_folder
+from cptkit.data.decide import Unit, decide
+from cptkit.data.executors import run_tasks
+from cptkit.data.parts import Part, plan_parts
+from cptkit.data.pipelines import CORPUS_WIDE, StepSpec, parse_pipeline
+from cptkit.data.shards import token_dtype, windows_in
+from cptkit.data.tokenize import TokenizerSpec
 from cptkit.errors import UserError
+from cptkit.schema import to_dict
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-BATCH_DOCS = 256
-BATCH_BYTES = 1 << 20
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -43,17 +57,26 @@ class SourcePlan:
     source: SourceConfig
     heldout: bool  # route a slice of the documents to the eval split
     eval_only: bool = False  # every document goes to the eval split
+    where: str = ""  # the source's dotted path in the config
+    specs: list[StepSpec] = field(default_factory=list)
 
 
 def source_plans(cfg: Config) -> list[SourcePlan]:
     plans = []
     for role, sources in (("domain", cfg.domain_sources), ("general", cfg.general_sources)):
         heldout = role not in cfg.data.eval
-        plans += [SourcePlan(s.name, role, s, heldout) for s in sources]
+        for i, s in enumerate(sources):
+            where = f"data.{role}" + (f"[{i}]" if len(sources) > 1 else "")
+            plans.append(SourcePlan(s.name, role, s, heldout, where=where))
     plans += [
-        SourcePlan(f"eval-{name}", "eval", src, heldout=False, eval_only=True)
+        SourcePlan(f"eval-{name}", "eval", src, heldout=False, eval_only=True, where=f"data.eval.{name}")
         for name, src in cfg.data.eval.items()
     ]
+    for plan in plans:
+        problems: list[str] = []
+        plan.specs = parse_pipeline(plan.source.pipeline, f"{plan.where}.pipeline", problems)
+        if problems:
+            raise UserError("config: pipeline problems:", problems)
     return plans
 
 
@@ -87,18 +110,53 @@ def _backend_agrees(spec: TokenizerSpec, tok) -> bool:
     return make_encoder(spec)(sample) == tok(sample, add_special_tokens=False)["input_ids"]
 
 
-def fingerprint(plan: SourcePlan, files: list[Path], tokenizer_hash: str, cfg: Config) -> str:
-    stats = []
-    for f in files:
-        st = f.stat()
-        stats.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+def needs_signatures(plan: SourcePlan, decontaminating: bool) -> bool:
+    """Whether workers compute exact hashes and MinHash band keys for this unit's documents:
+    for a corpus-wide step of its own, or when it holds eval documents (an eval set, a held-out
+    slice) and some source decontaminates against them. Otherwise nothing reads them."""
+    own = any(s.name in CORPUS_WIDE for s in plan.specs)
+    return own or (decontaminating and (plan.eval_only or plan.heldout))
+
+
+def decontaminating(plans: list[SourcePlan]) -> bool:
+    return any(s.name == "decontaminate" for p in plans for s in p.specs)
+
+
+def _inputs(plan: SourcePlan) -> list[Path]:
+    if plan.source.dataset is not None:
+        return []
+    files = expand_paths(plan.source.paths)
+    if not files:
+        raise UserError(f"{plan.where}.paths: {plan.source.paths} match no file")
+    return files
+
+
+def part_key(plan: SourcePlan, files: list[Path], tokenizer_hash: str, cfg: Config, signed: bool) -> str:
+    """Everything the parts of this unit depend on."""
+    if plan.source.dataset is not None:
+        inputs = hfsource.identity(plan.source.dataset)
+    else:
+        inputs = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
     key = {
         "version": FORMAT_VERSION,
-        "files": stats,
-        "source": {k: v for k, v in vars(plan.source).items() if k != "name"},
-        "heldout": [plan.heldout, plan.eval_only, cfg.data.heldout_fraction, cfg.data.heldout_max_docs],
+        "inputs": inputs,
+        "source": {k: v for k, v in to_dict(plan.source).items() if k not in ("name", "pipeline")},
+        "steps": [s.to_json() for s in plan.specs],
+        "minhash": to_dict(cfg.data.minhash) if signed else None,
         "tokenizer": tokenizer_hash,
+        "part_bytes": cfg.data.part_bytes,
+        "max_document_bytes": cfg.data.max_document_bytes,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def final_key(plan: SourcePlan, keys: dict[str, str], cfg: Config) -> str:
+    corpus_wide = any(s.name in CORPUS_WIDE for s in plan.specs)
+    key = {
+        "parts": keys[plan.name],
+        "heldout": [plan.heldout, plan.eval_only, cfg.data.heldout_fraction, cfg.data.heldout_max_docs],
         "shard_tokens": cfg.data.shard_tokens,
+        "others": sorted(keys.items()) if corpus_wide else None,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
@@ -120,82 +178,112 @@ def prepare(cfg: Config, force: bool = False) -> dict[str, dict]:
     for stale in root.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted prepare
     spec, tok_hash, vocab = save_tokenizer(cfg, root / "tokenizer")
-    manifests = {}
-    for plan in source_plans(cfg):
-        files = expand_paths(plan.source.paths)
-        if not files:
-            raise UserError(f"{plan.name}: paths {plan.source.paths} match no file")
-        key = fingerprint(plan, files, tok_hash, cfg)
-        folder = root / plan.name
-        existing = read_manifest(folder)
+    plans = source_plans(cfg)
+    files = {p.name: _inputs(p) for p in plans}
+    decon = decontaminating(plans)
+    keys = {p.name: part_key(p, files[p.name], tok_hash, cfg, needs_signatures(p, decon)) for p in plans}
+    manifests: dict[str, dict] = {}
+    todo = []
+    for plan in plans:
+        key = final_key(plan, keys, cfg)
+        existing = read_manifest(root / plan.name)
         if existing and existing.get("fingerprint") == key and not force:
             log.info("%s: shards up to date (%s tokens), reused", plan.name, f"{existing['tokens']['total']:,}")
             manifests[plan.name] = existing
             continue
         if existing:
             log.info("%s: inputs, tokenizer or settings changed; preparing again", plan.name)
-        manifests[plan.name] = _prepare_source(cfg, plan, files, key, spec, vocab, root)
-    return manifests
+        todo.append((plan, key))
+    if not todo:
+        return manifests
+    # A corpus-wide step looks at every unit, so all of them need their parts.
+    wide = any(any(s.name in CORPUS_WIDE for s in p.specs) for p, _ in todo)
+    needed = plans if wide else [p for p, _ in todo]
+    dtype = token_dtype(vocab)
+    units = _run_parts(cfg, needed, files, keys, spec, dtype.name, force, decon)
+    decide(list(units.values()), cfg.data.heldout_fraction, cfg.data.heldout_max_docs)
+    for plan, key in todo:
+        manifests[plan.name] = _write(cfg, units[plan.name], units, files[plan.name], key, spec, vocab, root)
+    return {p.name: manifests[p.name] for p in plans if p.name in manifests}
 
 
-def _prepare_source(cfg, plan, files, key, spec, vocab, root) -> dict:
+def _run_parts(cfg, plans, files, keys, spec, dtype: str, force: bool, decon: bool) -> dict[str, Unit]:
+    """Make sure every part of every plan is finished; return the loaded units."""
+    work = cfg.prepared_dir / ".work"
+    workers = cfg.data.num_workers or min(os.cpu_count() or 1, 16)
+    threads = max((os.cpu_count() or 1) // workers, 1)
+    tasks, units = [], {}
+    for plan in plans:
+        folder = work / plan.name
+        parts = _part_list(cfg, plan, files[plan.name], keys[plan.name], folder, force)
+        minhash = cfg.data.minhash
+        signed = needs_signatures(plan, decon)
+        sig = (minhash.ngram, minhash.bands, minhash.rows, minhash.seed) if signed else None
+        for part in parts:
+            if not part_folder(folder, part.index).is_dir():
+                tasks.append(PartTask(part, plan.source, plan.name, plan.where, tuple(plan.specs), str(folder),
+                                      spec, dtype, sig, cfg.data.max_document_bytes, threads))
+        units[plan.name] = Unit(plan, plan.specs, [part_folder(folder, p.index) for p in parts], dtype, signed)
+    total = sum(len(u.parts) for u in units.values())
+    if tasks:
+        log.info("curating %d of %d parts with %d %s worker(s)", len(tasks), total, workers, cfg.data.executor)
     started = time.time()
+    for done, result in enumerate(run_tasks(tasks, cfg.data.executor, workers, cfg.data.ray_address), start=1):
+        log.info("part %d/%d done: %s documents read, %s kept (%.0f s)", done, len(tasks),
+                 f"{result['read']:,}", f"{result['kept']:,}", time.time() - started)
+    for unit in units.values():
+        unit.load()
+    return units
+
+
+def _part_list(cfg, plan: SourcePlan, files, key: str, folder: Path, force: bool) -> list[Part]:
+    """The unit's parts, planned once per part key; finished parts of an older key are removed."""
+    marker = folder / "key.json"
+    saved = json.loads(marker.read_text()) if marker.is_file() else None
+    if force or saved is None or saved.get("key") != key:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        parts = plan_parts(plan.source, files, cfg.data.part_bytes, plan.where)
+        listing = [{"path": p.path, "span": list(p.span.__dict__.values()) if p.span else None,
+                    "dataset_part": list(p.dataset_part) if p.dataset_part else None} for p in parts]
+        _write_json(marker, {"key": key, "parts": listing})
+        return parts
+    for partial in folder.glob(".tmp-*"):
+        shutil.rmtree(partial, ignore_errors=True)  # a part a crash left unfinished: redone
+    from cptkit.data.readers import Span
+
+    return [Part(i, e["path"], Span(*e["span"]) if e["span"] else None,
+                 tuple(e["dataset_part"]) if e["dataset_part"] else None) for i, e in enumerate(saved["parts"])]
+
+
+def _write(cfg, unit: Unit, units, files, key, spec, vocab, root) -> dict:
+    started = time.time()
+    plan = unit.plan
     tmp = root / f".tmp-{plan.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    dtype = token_dtype(vocab)
-    writers = {s: ShardWriter(tmp / s, dtype, cfg.data.shard_tokens) for s in ("train", "eval")}
-    bad = BadInput()
-    counts = {"read": 0, "kept": 0, "dropped": 0, "train": 0, "eval": 0}
-    tokens = {"train": 0, "eval": 0}
-    text_bytes = {"train": 0, "eval": 0}
-    steps = {"tokenize": {"in": 0, "kept": 0, "dropped": {}}}
-    (tmp / "curated").mkdir(parents=True)
-    (tmp / "dropped").mkdir(parents=True)
-    curated = gzip.open(tmp / "curated" / "part-00000.jsonl.gz", "wt", encoding="utf-8", compresslevel=3)
-    dropped = gzip.open(tmp / "dropped" / "part-00000.jsonl.gz", "wt", encoding="utf-8", compresslevel=3)
-    workers = cfg.data.num_workers or min(os.cpu_count() or 1, 16)
-    heldout_left = cfg.data.heldout_max_docs
-    docs = _documents(plan, files, bad)
-    with curated, dropped:
-        for batch, encoded in run_batches(spec, _batches(docs), workers):
-            for doc, ids in zip(batch, encoded):
-                counts["read"] += 1
-                steps["tokenize"]["in"] += 1
-                if len(ids) <= 2:  # nothing between start and EOS
-                    _drop(dropped, doc, "tokenize", "no_tokens", steps, counts)
-                    continue
-                split = "train"
-                if plan.eval_only:
-                    split = "eval"
-                elif plan.heldout and heldout_left > 0 and _in_heldout(doc.id, cfg.data.heldout_fraction):
-                    split, heldout_left = "eval", heldout_left - 1
-                n_bytes = len(doc.text.encode("utf-8"))
-                writers[split].add(ids, n_bytes)
-                steps["tokenize"]["kept"] += 1
-                counts["kept"] += 1
-                counts[split] += 1
-                tokens[split] += len(ids)
-                text_bytes[split] += n_bytes
-                curated.write(json.dumps({"id": doc.id, "text": doc.text, "split": split}, ensure_ascii=False) + "\n")
-    shards = {s: w.close() for s, w in writers.items()}
-    content = hashlib.sha256(b"".join(w.hasher.digest() for w in writers.values())).hexdigest()
+    out = write_unit(unit, units, tmp, cfg.data.shard_tokens)
+    steps, pii, bad, read = step_table(unit)
+    counts = out["counts"]
+    kept = counts["train"] + counts["eval"]
     manifest = {
         "name": plan.name,
         "role": plan.role,
         "format_version": FORMAT_VERSION,
         "fingerprint": key,
-        "content_hash": content,
-        "inputs": [str(f) for f in files],
-        "documents": counts,
-        "steps": [{"name": name, **v} for name, v in steps.items()],
+        "content_hash": out["content_hash"],
+        "inputs": [str(f) for f in files] or [plan.source.dataset.path],
+        "pipeline": [s.to_json() for s in plan.specs],
+        "documents": {"read": read, "kept": kept, "dropped": read - kept, **counts},
+        "steps": steps,
+        "pii": pii,
         "bad_input": bad.to_json(),
-        "tokens": {**tokens, "total": tokens["train"] + tokens["eval"]},
-        "text_bytes": text_bytes,
-        "dtype": dtype.name,
+        "tokens": {**out["tokens"], "total": out["tokens"]["train"] + out["tokens"]["eval"]},
+        "text_bytes": out["text_bytes"],
+        "dtype": unit.dtype,
         "vocab_size": vocab,
         "start_id": spec.start_id,
         "eos_id": spec.eos_id,
-        "shards": shards,
+        "shards": out["shards"],
         "wall_s": round(time.time() - started, 3),
     }
     _write_json(tmp / "manifest.json", manifest)
@@ -206,42 +294,11 @@ def _prepare_source(cfg, plan, files, key, spec, vocab, root) -> dict:
     os.replace(tmp, final)
     _fsync_dir(root)
     log.info(
-        "%s: %s documents read, %s kept (%s train, %s held out), %s tokens, %s bad input lines",
-        plan.name, f"{counts['read']:,}", f"{counts['kept']:,}", f"{counts['train']:,}",
-        f"{counts['eval']:,}", f"{manifest['tokens']['total']:,}", f"{bad.total:,}",
+        "%s: %s documents read, %s kept (%s train, %s held out), %s tokens, %s bad input records",
+        plan.name, f"{read:,}", f"{kept:,}", f"{counts['train']:,}", f"{counts['eval']:,}",
+        f"{manifest['tokens']['total']:,}", f"{bad.total:,}",
     )
     return manifest
-
-
-def _documents(plan: SourcePlan, files: list[Path], bad: BadInput) -> Iterator[Document]:
-    src = plan.source
-    for f in files:
-        yield from read_file(f, src.text_field, src.id_field, src.format, bad, source=plan.name)
-
-
-def _batches(docs: Iterator[Document]) -> Iterator[list[Document]]:
-    batch, size = [], 0
-    for doc in docs:
-        batch.append(doc)
-        size += len(doc.text)
-        if len(batch) >= BATCH_DOCS or size >= BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
-
-
-def _in_heldout(doc_id: str, fraction: float) -> bool:
-    """A stable choice by the document's id, so the held-out set does not move between runs."""
-    h = int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
-    return h / 2**64 < fraction
-
-
-def _drop(fh, doc: Document, step: str, reason: str, steps: dict, counts: dict) -> None:
-    counts["dropped"] += 1
-    reasons = steps[step]["dropped"]
-    reasons[reason] = reasons.get(reason, 0) + 1
-    fh.write(json.dumps({"id": doc.id, "text": doc.text, "step": step, "reason": reason}, ensure_ascii=False) + "\n")
 
 
 def _write_json(path: Path, obj: dict) -> None:

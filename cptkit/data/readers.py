@@ -3,7 +3,12 @@
 Nothing here holds a whole file in memory except a single record. Every line or record that
 cannot become a document is counted in `BadInput` under a reason, with `file:line` samples:
     invalid_utf8, malformed_json, not_an_object, missing_field, non_string_field, empty_text,
-    blank_line, binary_file, unreadable_file, corrupt_compression, empty_file
+    blank_line, binary_file, unreadable_file, corrupt_compression, empty_file, document_too_large
+
+A large uncompressed JSONL or Parquet file can be read in parts (`Span`): a byte range whose
+lines are numbered from a known first line, or a range of Parquet row groups. A record longer
+than `max_bytes` is counted as document_too_large; a JSONL line that long is skipped in chunks,
+never held in memory whole.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import lzma
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,6 +33,17 @@ FORMATS = {
     ".csv": "csv", ".tsv": "csv", ".txt": "text", ".md": "text", ".text": "text",
 }
 _CHUNK = 1 << 20
+DEFAULT_MAX_BYTES = 16 * 2**20
+
+
+@dataclass(frozen=True)
+class Span:
+    """Part of a file: JSONL bytes [start, end) whose first line is `first` (lines that start in
+    the range belong to it), or Parquet row groups [start, end) whose first row is `first`."""
+
+    start: int
+    end: int
+    first: int
 _DECODE_ERRORS = (OSError, EOFError, lzma.LZMAError, ValueError)
 
 
@@ -65,18 +82,25 @@ def read_file(
     fmt: str = "auto",
     bad: BadInput | None = None,
     source: str = "",
+    span: Span | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Iterator[Document]:
-    """Yield the documents of one file; count whatever cannot become a document in `bad`."""
+    """Yield the documents of one file (or of one span of it); count what cannot be one in `bad`."""
     bad = bad if bad is not None else BadInput()
     kind = detect_format(path, fmt)
-    reader = {"jsonl": _read_jsonl, "json": _read_json, "parquet": _read_parquet,
-              "csv": _read_csv, "text": _read_text}[kind]
     where = str(path)
     try:
         if path.stat().st_size == 0:
             bad.add("empty_file", f"{where}:0")
             return
-        yield from reader(path, text_field, id_field, bad, source)
+        limits = Limits(text_field, id_field, max_bytes)
+        if kind == "jsonl":
+            yield from _read_jsonl(path, limits, bad, source, span)
+        elif kind == "parquet":
+            yield from _read_parquet(path, limits, bad, source, span)
+        else:
+            reader = {"json": _read_json, "csv": _read_csv, "text": _read_text}[kind]
+            yield from reader(path, limits, bad, source)
     except _DECODE_ERRORS as exc:
         reason = "unreadable_file" if isinstance(exc, (FileNotFoundError, PermissionError)) else (
             "corrupt_compression" if path.name.lower().endswith(COMPRESSIONS) else "unreadable_file")
@@ -88,10 +112,21 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _record(
-    obj: Any, where: str, text_field: str, id_field: str | None, bad: BadInput, source: str
-) -> Document | None:
+@dataclass(frozen=True)
+class Limits:
+    text_field: str
+    id_field: str | None
+    max_bytes: int
+
+
+def too_large(text: str, max_bytes: int) -> bool:
+    # A character is at most 4 UTF-8 bytes: encode only texts that might be over the limit.
+    return len(text) * 4 > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes
+
+
+def to_document(obj: Any, where: str, lim: Limits, bad: BadInput, source: str) -> Document | None:
     """Turn one parsed record into a Document, or count why it cannot be one."""
+    text_field, id_field = lim.text_field, lim.id_field
     if not isinstance(obj, dict):
         bad.add("not_an_object", where, detail=type(obj).__name__)
         return None
@@ -105,51 +140,92 @@ def _record(
     if not text.strip():
         bad.add("empty_text", where)
         return None
+    if too_large(text, lim.max_bytes):
+        bad.add("document_too_large", where, detail=f"over {lim.max_bytes:,} bytes")
+        return None
+    if _has_surrogates(text):  # JSON "\ud800" escapes decode to text no UTF-8 file can hold
+        bad.add("lone_surrogate", where)
+        return None
     doc_id = where
     if id_field is not None and obj.get(id_field) is not None:
         doc_id = str(obj[id_field])
+        if _has_surrogates(doc_id):
+            doc_id = doc_id.encode("utf-8", "backslashreplace").decode("utf-8")
     return Document(id=doc_id, text=text, source=source)
 
 
-def _read_jsonl(path, text_field, id_field, bad, source) -> Iterator[Document]:
+def _read_jsonl(path, lim: Limits, bad, source, span: Span | None) -> Iterator[Document]:
     with open_binary(path) as fh:
-        for lineno, raw in enumerate(fh, start=1):
+        pos, lineno = 0, 1
+        if span is not None:
+            fh.seek(span.start)
+            pos, lineno = span.start, span.first
+        end = span.end if span is not None else None
+        while end is None or pos < end:
+            raw = fh.readline(lim.max_bytes + 1)
+            if not raw:
+                return
             where = f"{path}:{lineno}"
-            if not raw.strip():
-                # A trailing newline yields no line; a blank line inside the file is counted.
-                bad.add("blank_line", where)
+            pos += len(raw)
+            lineno += 1
+            if len(raw) > lim.max_bytes and not raw.endswith(b"\n"):
+                pos += _skip_line(fh)
+                bad.add("document_too_large", where, detail=f"line over {lim.max_bytes:,} bytes")
                 continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                bad.add("invalid_utf8", where, detail=f"byte {exc.start}")
-                continue
-            try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                bad.add("malformed_json", where, detail=str(exc)[:120])
-                continue
-            doc = _record(obj, where, text_field, id_field, bad, source)
+            doc = _jsonl_line(raw, where, lim, bad, source)
             if doc is not None:
                 yield doc
 
 
-def _read_json(path, text_field, id_field, bad, source) -> Iterator[Document]:
+def _skip_line(fh) -> int:
+    """Read past the rest of an over-long line in chunks; return the bytes skipped."""
+    skipped = 0
+    while True:
+        chunk = fh.readline(_CHUNK)
+        skipped += len(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            return skipped
+
+
+def _jsonl_line(raw: bytes, where: str, lim: Limits, bad: BadInput, source: str) -> Document | None:
+    if not raw.strip():
+        # A trailing newline yields no line; a blank line inside the file is counted.
+        bad.add("blank_line", where)
+        return None
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad.add("invalid_utf8", where, detail=f"byte {exc.start}")
+        return None
+    try:
+        obj = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        bad.add("malformed_json", where, detail=str(exc)[:120])
+        return None
+    return to_document(obj, where, lim, bad, source)
+
+
+def _read_json(path, lim: Limits, bad, source) -> Iterator[Document]:
     """A JSON array of objects, a single object, or {"key": [objects]}; decoded one value at a time."""
     with open_binary(path) as fh:
         stream = io.TextIOWrapper(fh, encoding="utf-8", errors="strict")
+        before, values = bad.total, 0  # documents yielded
         for where, obj in _json_values(stream, str(path), bad):
-            if isinstance(obj, dict) and text_field not in obj:
+            if isinstance(obj, dict) and lim.text_field not in obj:
                 lists = [v for v in obj.values() if isinstance(v, list)]
                 if len(lists) == 1:  # a {"data": [...]} wrapper around the records
                     for j, item in enumerate(lists[0]):
-                        doc = _record(item, f"{where}#{j}", text_field, id_field, bad, source)
+                        doc = to_document(item, f"{where}#{j}", lim, bad, source)
                         if doc is not None:
+                            values += 1
                             yield doc
                     continue
-            doc = _record(obj, where, text_field, id_field, bad, source)
+            doc = to_document(obj, where, lim, bad, source)
             if doc is not None:
+                values += 1
                 yield doc
+        if values == 0 and bad.total == before:
+            bad.add("empty_file", f"{path}:1", detail="no record")
 
 
 def _json_values(stream: io.TextIOBase, name: str, bad: BadInput) -> Iterator[tuple[str, Any]]:
@@ -187,21 +263,24 @@ def _refill(stream, buf: str, pos: int, name: str, bad: BadInput) -> tuple[str, 
     return buf[pos:] + chunk, 0, not chunk
 
 
-def _read_parquet(path, text_field, id_field, bad, source) -> Iterator[Document]:
+def _read_parquet(path, lim: Limits, bad, source, span: Span | None) -> Iterator[Document]:
     import pyarrow.parquet as pq
 
+    text_field, id_field = lim.text_field, lim.id_field
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises its own error types for non-parquet bytes
         bad.add("unreadable_file", f"{path}", detail=_short(exc))
         return
     names = set(pf.schema_arrow.names)
+    groups = list(range(span.start, span.end)) if span is not None else None
     if text_field not in names:
-        bad.add("missing_field", f"{path}", n=max(pf.metadata.num_rows, 1), detail=f"no column {text_field!r}")
+        rows = pf.metadata.num_rows if groups is None else sum(pf.metadata.row_group(g).num_rows for g in groups)
+        bad.add("missing_field", f"{path}", n=max(rows, 1), detail=f"no column {text_field!r}")
         return
     columns = [text_field] + ([id_field] if id_field and id_field in names else [])
-    row = 0
-    for batch in pf.iter_batches(columns=columns, batch_size=1024):
+    row = span.first - 1 if span is not None else 0
+    for batch in pf.iter_batches(columns=columns, batch_size=1024, row_groups=groups):
         data = batch.to_pydict()
         ids = data.get(id_field) if id_field else None
         for i, text in enumerate(data[text_field]):
@@ -209,12 +288,12 @@ def _read_parquet(path, text_field, id_field, bad, source) -> Iterator[Document]
             obj = {text_field: text}
             if ids is not None:
                 obj[id_field] = ids[i]
-            doc = _record(obj, f"{path}:{row}", text_field, id_field, bad, source)
+            doc = to_document(obj, f"{path}:{row}", lim, bad, source)
             if doc is not None:
                 yield doc
 
 
-def _read_csv(path, text_field, id_field, bad, source) -> Iterator[Document]:
+def _read_csv(path, lim: Limits, bad, source) -> Iterator[Document]:
     csv.field_size_limit(sys.maxsize)
     delimiter = "\t" if ".tsv" in path.name.lower() else ","
     with open_binary(path) as fh:
@@ -225,23 +304,25 @@ def _read_csv(path, text_field, id_field, bad, source) -> Iterator[Document]:
         except csv.Error as exc:
             bad.add("malformed_csv", f"{path}:1", detail=str(exc))
             return
-        if text_field not in fields:
-            bad.add("missing_field", f"{path}:1", detail=f"no column {text_field!r} in header")
+        if lim.text_field not in fields:
+            bad.add("missing_field", f"{path}:1", detail=f"no column {lim.text_field!r} in header")
             return
         while True:
             try:
                 row = next(reader)
             except StopIteration:
+                if reader.line_num <= 1:
+                    bad.add("empty_file", f"{path}:1", detail="a header and no rows")
                 return
             except csv.Error as exc:
                 bad.add("malformed_csv", f"{path}:{reader.line_num}", detail=str(exc)[:120])
                 return
             where = f"{path}:{reader.line_num}"
-            text = row.get(text_field)
+            text = row.get(lim.text_field)
             if isinstance(text, str) and _has_surrogates(text):
                 bad.add("invalid_utf8", where)
                 continue
-            doc = _record(row, where, text_field, id_field, bad, source)
+            doc = to_document(row, where, lim, bad, source)
             if doc is not None:
                 yield doc
 
@@ -254,11 +335,14 @@ def _has_surrogates(text: str) -> bool:
     return False
 
 
-def _read_text(path, text_field, id_field, bad, source) -> Iterator[Document]:
+def _read_text(path, lim: Limits, bad, source) -> Iterator[Document]:
     """One document per file; binary files and invalid UTF-8 are refused with a reason."""
-    with open_binary(path) as fh:
-        data = fh.read()
     where = f"{path}:1"
+    with open_binary(path) as fh:
+        data = fh.read(lim.max_bytes + 1)
+    if len(data) > lim.max_bytes:
+        bad.add("document_too_large", where, detail=f"file over {lim.max_bytes:,} bytes")
+        return
     if b"\x00" in data[:8192]:
         bad.add("binary_file", where)
         return

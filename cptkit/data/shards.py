@@ -60,6 +60,30 @@ class ShardWriter:
         if self._n >= self.shard_tokens:
             self._finish()
 
+    def add_many(self, tokens: np.ndarray, offsets: np.ndarray, n_bytes: np.ndarray) -> None:
+        """Append documents stored back to back (document i is tokens[offsets[i]:offsets[i+1]]).
+
+        The same shards and hash as calling `add` once per document, in a few large writes.
+        """
+        first = 0
+        n_docs = len(offsets) - 1
+        while first < n_docs:
+            if self._fh is None:
+                self._open()
+            ends = offsets[first + 1 :] - offsets[first]
+            # `add` closes a shard right after the document that brings it to shard_tokens.
+            full = np.flatnonzero(self._n + ends >= self.shard_tokens)
+            last = first + (int(full[0]) if len(full) else n_docs - 1 - first)
+            data = np.ascontiguousarray(tokens[offsets[first] : offsets[last + 1]], dtype=self.dtype)
+            starts = self._n + offsets[first : last + 1] - offsets[first]
+            self._starts.extend(zip(starts.tolist(), n_bytes[first : last + 1].tolist()))
+            self._fh.write(data.tobytes())
+            self.hasher.update(data.tobytes())
+            self._n += len(data)
+            if self._n >= self.shard_tokens:
+                self._finish()
+            first = last + 1
+
     def _finish(self) -> None:
         if self._fh is None:
             return

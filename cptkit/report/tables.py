@@ -23,19 +23,44 @@ def render(rows: list[list], header: list[str]) -> str:
 
 
 def prepare_table(manifests: dict[str, dict]) -> str:
-    """One row per source and step: documents in, kept, dropped by reason; then bad input."""
-    rows = []
+    """Per source, one row per step: documents in, kept, dropped, and why; then tokens.
+
+    Each step's `in` is the previous step's `kept`, so a row shows where documents went.
+    """
+    rows: list[list] = []
     for name, m in manifests.items():
         bad = m["bad_input"]
-        rows.append([name, "read", m["documents"]["read"] + bad["total"], m["documents"]["read"], bad["total"],
-                     ", ".join(f"{k} {v}" for k, v in bad["reasons"].items())])
+        rows.append([name, None, None, None, ""])
+        rows.append(["  read", m["documents"]["read"] + bad["total"], m["documents"]["read"], bad["total"],
+                     _reasons("bad input: ", bad["reasons"])])
         for step in m["steps"]:
-            dropped = sum(step["dropped"].values())
-            reasons = ", ".join(f"{k} {v}" for k, v in sorted(step["dropped"].items(), key=lambda kv: -kv[1]))
-            rows.append(["", step["name"], step["in"], step["kept"], dropped, reasons])
-        rows.append(["", "tokens", m["tokens"]["total"], m["tokens"]["train"], None,
-                     f"{m['tokens']['eval']:,} held out, {len(m['shards']['train']) + len(m['shards']['eval'])} shard(s)"])
-    return render(rows, ["source", "step", "in", "kept", "dropped", "reasons"])
+            notes = [_reasons("", step["dropped"])]
+            if step.get("modified"):
+                notes.append(f"rewrote {step['modified']:,}")
+            if step.get("counts"):
+                notes.append(_reasons("replaced: " if step["name"] == "pii" else "", step["counts"]))
+            rows.append([f"  {step['name']}", step["in"], step["kept"], sum(step["dropped"].values()),
+                         "; ".join(n for n in notes if n)])
+        n_shards = len(m["shards"]["train"]) + len(m["shards"]["eval"])
+        rows.append(["  tokens", m["tokens"]["total"], m["tokens"]["train"], None,
+                     f"{m['tokens']['eval']:,} held out, {n_shards} shard(s)"])
+    header = ["source / step", "in", "kept", "dropped", "reasons"]
+    cells = [[_fmt(c) if c is not None else "" for c in row] for row in [header, *rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = []
+    for j, row in enumerate(cells):
+        # Names and reasons read left to right; counts line up on the right.
+        parts = [c.ljust(w) if i in (0, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(parts).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _reasons(prefix: str, counts: dict) -> str:
+    if not counts:
+        return ""
+    return prefix + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def before_after_table(summary: dict) -> str:

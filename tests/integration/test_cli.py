@@ -71,7 +71,9 @@ def test_interrupted_prepare_leaves_nothing_that_looks_complete(tmp_path, tiny_m
     out = cptkit("prepare", str(path))
     assert out.returncode == 0, out.stderr
     assert not (data / ".tmp-domain-999").exists()
-    assert sorted(p.name for p in data.iterdir()) == ["domain", "general", "tokenizer"]
+    # .work holds the finished parts that a later prepare reuses (see data/prepare.py).
+    assert sorted(p.name for p in data.iterdir()) == [".work", "domain", "general", "tokenizer"]
+    assert not list((data / ".work").rglob(".tmp-*"))
     hash_one = json.loads((data / "domain" / "manifest.json").read_text())["content_hash"]
     assert cptkit("prepare", str(path), "--force").returncode == 0
     assert json.loads((data / "domain" / "manifest.json").read_text())["content_hash"] == hash_one

@@ -63,3 +63,20 @@ def test_manifest_length_mismatch_is_detected(tmp_path):
     entries[0]["n_tokens"] = 11
     with pytest.raises(ValueError, match="manifest says 11"):
         open_split(tmp_path / "s", entries, "uint16")
+
+
+@pytest.mark.parametrize("shard_tokens", [1, 7, 40, 10**6])
+def test_add_many_writes_what_add_writes(tmp_path, shard_tokens):
+    rng = np.random.default_rng(1)
+    docs = [np.concatenate([[START], rng.integers(3, 500, n), [EOS]]) for n in [0, 5, 30, 2, 17, 1, 60]]
+    one = ShardWriter(tmp_path / "one", np.dtype(np.uint16), shard_tokens)
+    for i, d in enumerate(docs):
+        one.add(d, n_bytes=i)
+    many = ShardWriter(tmp_path / "many", np.dtype(np.uint16), shard_tokens)
+    offsets = np.cumsum([0] + [len(d) for d in docs])
+    many.add(docs[0], 0)  # mixing both kinds of call
+    many.add_many(np.concatenate(docs[1:]), offsets[1:] - offsets[1], np.arange(1, len(docs)))
+    assert many.close() == one.close() and many.hasher.digest() == one.hasher.digest()
+    for entry in one.shards:
+        assert (tmp_path / "one" / entry["tokens"]).read_bytes() == (tmp_path / "many" / entry["tokens"]).read_bytes()
+        assert np.array_equal(np.load(tmp_path / "one" / entry["docs"]), np.load(tmp_path / "many" / entry["docs"]))
