@@ -25,11 +25,12 @@ from cptkit.errors import UserError
 from cptkit.evaluation.perplexity import EvalSet, build_eval_set
 from cptkit.modeling import DTYPES, count_parameters, load_model, load_tokenizer
 from cptkit.planning import RunPlan, make_plan
+from cptkit.regularizers import Regularizer, build_regularizer
 from cptkit.schema import to_dict
 from cptkit.train.batches import TrainStream
 from cptkit.train.logs import JsonLines, Progress, truncate_after
 from cptkit.train.losses import CausalLMLoss, check_chunked_head
-from cptkit.train.optim import build_optimizer
+from cptkit.train.optim import apply_freezing, build_optimizer
 
 log = logging.getLogger("cptkit")
 
@@ -51,6 +52,7 @@ class Run:
     eval_sets: list[EvalSet]
     replay_names: set[str]
     save_dtype: torch.dtype
+    regularizer: Regularizer = field(default_factory=Regularizer)
     metrics: JsonLines | None = None
     evals: JsonLines | None = None
     step: int = 0
@@ -182,26 +184,30 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model)
     log.info("model %s: %s parameters", cfg.model.name_or_path, f"{count_parameters(model):,}")
-    root = cfg.prepared_dir
-    windows = {
-        n: WindowIndex(open_split(root / n / "train", manifests[n]["shards"]["train"], manifests[n]["dtype"]), cfg.data.seq_len)
-        for n in plan.domain_names + plan.general_names
-    }
+    apply_freezing(model, cfg.train)
+    windows = train_windows(cfg, manifests, plan.domain_names + plan.general_names)
     stream = TrainStream(windows, plan.shares, cfg.train.seed, cfg.train.document_masking)
+    model.to(dist.device)
+    chunk = None
+    if cfg.train.loss_chunk_tokens:
+        if check_chunked_head(model, dist.device):
+            chunk = cfg.train.loss_chunk_tokens
+        else:
+            log.info("model %s: logits are not a plain linear head; using full logits for the loss", type(model).__name__)
+    # Before DDP wraps the model and before a resume loads its checkpoint: the regularizer's
+    # anchors, Fisher and reference are always those of the starting weights.
+    general = [s.name for s in cfg.general_sources] if cfg.regularizer.kind == "ewc" else []
+    regularizer = build_regularizer(cfg, model, dist, run_dir, list(train_windows(cfg, manifests, general).values()),
+                                    resuming=target is not None, chunk=chunk)
     optimizer = build_optimizer(model, cfg.train)
-    module, optimizer = dist.accelerator.prepare(CausalLMLoss(model, None), optimizer)
+    module, optimizer = dist.accelerator.prepare(CausalLMLoss(model, chunk), optimizer)
     lm = dist.accelerator.unwrap_model(module).lm
     if cfg.train.document_masking:
         check_document_masking(lm, dist.device)
-    if cfg.train.loss_chunk_tokens:
-        if check_chunked_head(lm, dist.device):
-            dist.accelerator.unwrap_model(module).chunk = cfg.train.loss_chunk_tokens
-        else:
-            log.info("model %s: logits are not a plain linear head; using full logits for the loss", type(lm).__name__)
     run = Run(
         cfg=cfg, dir=run_dir, dist=dist, plan=plan, model=module, optimizer=optimizer, tokenizer=tokenizer,
         stream=stream, eval_sets=eval_sets(cfg, manifests), replay_names=set(plan.general_names),
-        save_dtype=DTYPES[cfg.model.dtype],
+        save_dtype=DTYPES[cfg.model.dtype], regularizer=regularizer,
     )
     if target is not None:
         state = checkpoint.load_state(target, lm, optimizer)
@@ -215,6 +221,14 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
         run.metrics = JsonLines(run_dir / "metrics.jsonl", fresh=target is None)
         run.evals = JsonLines(run_dir / "eval.jsonl", fresh=target is None)
     return run
+
+
+def train_windows(cfg: Config, manifests: dict[str, dict], names: list[str]) -> dict[str, WindowIndex]:
+    root = cfg.prepared_dir
+    return {
+        n: WindowIndex(open_split(root / n / "train", manifests[n]["shards"]["train"], manifests[n]["dtype"]), cfg.data.seq_len)
+        for n in names
+    }
 
 
 def prepared_data(cfg: Config, dist: Dist) -> dict[str, dict]:
