@@ -206,7 +206,7 @@ class RegularizerConfig:
     fisher_kind: Literal["true", "empirical"] = option(
         "true",
         help="ewc: true: labels sampled from the model's own predictions (the Fisher information). "
-        "empirical: the data's next tokens (cheaper to explain, biased where the model is wrong).",
+        "empirical: the data's own next tokens (the empirical Fisher, an approximation).",
     )
 
 

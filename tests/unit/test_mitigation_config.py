@@ -72,3 +72,17 @@ def test_regularizer_mistakes_are_named(tmp_path):
     found = problems(write(tmp_path, regularizer={"kind": "l2sp", "fisher_path": "x", "fisher_kind": "exact"}))
     assert "regularizer.fisher_kind: must be one of 'true', 'empirical', got string 'exact'" in found
     assert "regularizer.fisher_path: only used with regularizer.kind ewc, not 'l2sp'" in found
+
+
+def test_mix_schedule_uses_named_weights_else_source_sizes(tmp_path):
+    from cptkit.mixing import mix_schedule
+
+    sizes = {"pubmed": 300, "notes": 100, "general": 50}
+    cfg = load_config(write(tmp_path, mix={"replay_ratio": 0.2, "weights": {"pubmed": 1, "notes": 1}}))
+    assert mix_schedule(cfg, sizes)(0.5) == pytest.approx({"pubmed": 0.4, "notes": 0.4, "general": 0.2})
+    cfg = load_config(write(tmp_path, mix={"replay_ratio": 0.2}))
+    assert mix_schedule(cfg, sizes)(0.5) == pytest.approx({"pubmed": 0.6, "notes": 0.2, "general": 0.2})
+    cfg = load_config(write(tmp_path, mix={"curriculum": {"start": 0.5, "end": 1.0}}))
+    mix = mix_schedule(cfg, sizes)
+    assert mix(0.0)["general"] == pytest.approx(0.5) and mix(1.0)["general"] == 0.0
+    assert load_config(write(tmp_path, mix={"curriculum": {"start": 1.0, "end": 1.0}})).replay_in_use is False
