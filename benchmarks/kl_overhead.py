@@ -76,12 +76,15 @@ def build(folder: Path) -> dict:
 
 
 def side(args) -> None:
-    import transformers  # noqa: F401  (loaded before the baseline is taken, like torch below)
+    # Everything a run imports is loaded before the baseline is taken, so "above base" is the
+    # memory of the run itself: weights, optimizer state, activations, logits chunks, caches.
+    import accelerate  # noqa: F401
+    from transformers.models.llama import modeling_llama  # noqa: F401
 
     from cptkit.config import load_config
     from cptkit.train.loop import train
 
-    baseline = rss_kb()  # interpreter, torch, transformers and cptkit imported; no model yet
+    baseline = rss_kb()
     paths = json.loads(Path(args.paths).read_text())
     out = Path(args.out)
     train(load_config(None, raw=config(paths, out, args.steps, SIDES[args.side])))

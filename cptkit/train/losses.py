@@ -55,21 +55,29 @@ def log_probs(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return logits.sub_(lse[:, None]), lse  # in place: callers pass a fresh tensor
 
 
-def kl_and_grad(logp: torch.Tensor, ref_logp: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token KL and its gradient with respect to the current logits (both float32).
+def kl_softmax_grad(logp: torch.Tensor, ref_logp: torch.Tensor, coef: float, reverse: bool
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token KL, and softmax + coef * dKL/dlogits (the CE gradient without its one-hot part).
 
-    forward, KL(ref || cur) = sum_v p_ref (log p_ref - log p_cur):   d/dz = p_cur - p_ref
-    reverse, KL(cur || ref) = sum_v p_cur (log p_cur - log p_ref):   d/dz = p_cur (d - KL), d = log p_cur - log p_ref
-    The inputs are consumed (overwritten) to keep the chunk's temporaries few.
+    forward, KL(ref || cur) = sum_v p_ref (log p_ref - log p_cur):   dKL/dz = p - p_ref
+    reverse, KL(cur || ref) = sum_v p (log p - log p_ref):           dKL/dz = p * (d - KL), d = log p - log p_ref
+    Both inputs are consumed (their memory reused), so a chunk needs one extra buffer at most.
+    Written as p + coef * (difference) so that identical inputs give exactly p (and KL 0).
     """
     if not reverse:
         p_ref = ref_logp.exp()
-        kl = ref_logp.sub_(logp).mul_(p_ref).sum(-1)
-        return kl, logp.exp_().sub_(p_ref)
-    p = logp.exp()
-    d = logp.sub_(ref_logp)
-    kl = (p * d).sum(-1)
-    return kl, d.sub_(kl[:, None]).mul_(p)
+        kl = _rowdot(p_ref, ref_logp.sub_(logp))
+        p = logp.exp_()
+        return kl, p.add_(torch.sub(p, p_ref, out=p_ref), alpha=coef)
+    d = torch.sub(logp, ref_logp, out=ref_logp)
+    p = logp.exp_()
+    kl = _rowdot(p, d)
+    return kl, p.add_(d.sub_(kl[:, None]).mul_(p), alpha=coef)
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum_v a[i, v] * b[i, v] for every row, as a batched matmul: no [n, V] temporary."""
+    return torch.bmm(a[:, None, :], b[:, :, None]).view(-1)
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -103,18 +111,20 @@ class LinearCrossEntropy(torch.autograd.Function):
             t = targets[s : s + chunk]
             logp, lse = log_probs(F.linear(h, w, b).float())
             losses[s : s + chunk] = -logp.gather(1, t[:, None]).squeeze(1)
-            grad = None
-            if kl is not None and bounds[c + 1] > bounds[c]:
-                lo, hi = bounds[c], bounds[c + 1]
-                rows = kl.index[lo:hi] - s
+            lo, hi = (bounds[c], bounds[c + 1]) if kl is not None else (0, 0)
+            if hi > lo:  # tokens of this chunk that carry KL
                 ref_logp, _ = log_probs(F.linear(kl.hidden[lo:hi], ref_w, ref_b).float())
-                kls[lo:hi], grad_kl = kl_and_grad(logp[rows], ref_logp, kl.reverse)
+                if hi - lo == len(t):  # all of them: no gather, no scatter
+                    kls[lo:hi], grad = kl_softmax_grad(logp, ref_logp, kl.coef, kl.reverse)
+                else:
+                    rows = kl.index[lo:hi] - s
+                    kls[lo:hi], part = kl_softmax_grad(logp[rows], ref_logp, kl.coef, kl.reverse)
+                    grad = logp.exp_().index_copy_(0, rows, part)
                 del ref_logp
-            if need_h or need_w or need_b:
+            elif need_h or need_w or need_b:
                 grad = logp.exp_()  # softmax, reusing the log-probabilities' memory
+            if need_h or need_w or need_b:
                 grad[torch.arange(len(t), device=t.device), t] -= 1.0
-                if kl is not None and bounds[c + 1] > bounds[c]:
-                    grad.index_add_(0, rows, grad_kl, alpha=kl.coef)
                 if need_b:
                     grad_b += grad.sum(0)
                 grad = grad.to(h.dtype)
@@ -122,7 +132,7 @@ class LinearCrossEntropy(torch.autograd.Function):
                     grad_h[s : s + chunk] = grad @ w
                 if need_w:
                     grad_w += (grad.t() @ h).float()
-            del logp, grad
+            logp = grad = None  # free this chunk's buffers before the next one's logits exist
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
         ctx.mark_non_differentiable(losses, kls)
