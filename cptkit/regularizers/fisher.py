@@ -41,13 +41,14 @@ log = logging.getLogger("cptkit")
 
 def fisher_sequences(windows: list[WindowIndex], tokens: int, seed: int) -> tuple[list[tuple[int, int]], int]:
     """(source, window) pairs in a seeded order until `tokens` targets are covered; and the count."""
-    pairs = [(s, w) for s, index in enumerate(windows) for w in range(len(index))]
-    order = np.random.default_rng([seed, 0xF15]).permutation(len(pairs))
+    starts = np.cumsum([0] + [len(index) for index in windows])  # window k of all sources together
+    order = np.random.default_rng([seed, 0xF15]).permutation(int(starts[-1]))
     chosen, seen = [], 0
     for k in order:
         if seen >= tokens:
             break
-        s, w = pairs[k]
+        s = int(np.searchsorted(starts, k, side="right")) - 1
+        w = int(k - starts[s])
         _, labels, _ = windows[s].window(w)
         chosen.append((s, w))
         seen += int((labels != IGNORE_INDEX).sum())
