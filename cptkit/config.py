@@ -417,7 +417,7 @@ def check(cfg: Config, base_dir: Path, check_paths: bool = True) -> list[str]:
     # The rules of the forgetting mitigations live beside the code that reads those keys.
     from cptkit.mixing import check_mix
     from cptkit.regularizers.checks import check_regularizer
-    from cptkit.train.optim import check_freezing
+    from cptkit.train.freezing import check_freezing
     from cptkit.train.schedules import check_schedule
 
     p += check_mix(cfg) + check_schedule(t) + check_freezing(t) + check_regularizer(cfg)

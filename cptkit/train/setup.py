@@ -25,12 +25,13 @@ from cptkit.errors import UserError
 from cptkit.evaluation.perplexity import EvalSet, build_eval_set
 from cptkit.modeling import DTYPES, count_parameters, load_model, load_tokenizer
 from cptkit.planning import RunPlan, make_plan
-from cptkit.regularizers import Regularizer, build_regularizer
+from cptkit.regularizers.build import Regularizer, build_regularizer
 from cptkit.schema import to_dict
 from cptkit.train.batches import TrainStream
+from cptkit.train.freezing import apply_freezing
 from cptkit.train.logs import JsonLines, Progress, truncate_after
 from cptkit.train.losses import CausalLMLoss, check_chunked_head
-from cptkit.train.optim import apply_freezing, build_optimizer
+from cptkit.train.optim import build_optimizer
 
 log = logging.getLogger("cptkit")
 

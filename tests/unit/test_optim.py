@@ -7,7 +7,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from cptkit.errors import UserError
-from cptkit.train.optim import apply_freezing, build_optimizer, param_groups, set_lr
+from cptkit.train.freezing import apply_freezing
+from cptkit.train.optim import build_optimizer, param_groups, set_lr
 
 
 def llama(tied):
