@@ -17,7 +17,8 @@ frontier: up and to the left is better).
     python benchmarks/forgetting_frontier.py --out runs/frontier          # about 15-25 minutes on 2 CPU cores
     python benchmarks/forgetting_frontier.py --out runs/frontier --quick  # a few minutes, smaller model
 
-Writes OUT/frontier.md (the table), OUT/frontier.png and OUT/frontier.json.
+Writes OUT/frontier.md (the table), OUT/frontier.png and OUT/frontier.json (with wall times; on a
+shared machine those are not a cost comparison: benchmarks/kl_overhead.py measures the KL cost).
 """
 
 from __future__ import annotations
@@ -105,14 +106,13 @@ def table(rows: list[dict], args, size: DemoSize) -> str:
         f"lr {CPT_LR:g} cosine, model hidden {size.hidden} x {size.layers} layers, vocab {size.vocab}; "
         f"kl-W / ewc-W: regularizer weight W, no replay; EWC Fisher from {args.fisher_tokens:,} general tokens.",
         "",
-        "| run | domain ppl base -> final | domain gain | general ppl base -> final | general loss | train s |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| run | domain ppl base -> final | domain gain | general ppl base -> final | general loss |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
             f"| {r['run']} | {r['domain_ppl_base']:.2f} -> {r['domain_ppl_final']:.2f} | {r['domain_gain_pct']:.1f}% "
-            f"| {r['general_ppl_base']:.2f} -> {r['general_ppl_final']:.2f} | {r['general_loss_pct']:+.1f}% "
-            f"| {r['train_wall_s']:.0f} |"
+            f"| {r['general_ppl_base']:.2f} -> {r['general_ppl_final']:.2f} | {r['general_loss_pct']:+.1f}% |"
         )
     return "\n".join(lines)
 
