@@ -43,7 +43,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     manifests = {p.name: read_manifest(cfg.prepared_dir / p.name) for p in source_plans(cfg)}
     known = manifests if all(manifests.values()) else None
     world = args.processes or launched_world_size()
-    print(describe(make_plan(cfg, known, world), cfg))
+    plan = make_plan(cfg, known, world)
+    print(describe(plan, cfg))
+    if args.plot and plan.total_steps:
+        from cptkit.planning import plot_plan
+
+        plot_plan(plan, Path(args.plot))
+        print(f"\nwrote {args.plot}")
     return 0
 
 
@@ -105,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="dry run: budget, steps, LR curve and mix; trains nothing")
     with_config(p)
     p.add_argument("--processes", type=int, default=0, help="plan for this many processes (default: this launch's)")
+    p.add_argument("--plot", metavar="PNG", help="also draw the LR curve and the mix schedule to this PNG file")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("train", help="continued pre-training (prepares data first when needed)")

@@ -132,6 +132,9 @@ class DataConfig:
 class CurriculumConfig:
     start: float = option(help="Domain share of training sequences at the first step.")
     end: float = option(help="Domain share at the last step.")
+    shape: Literal["linear", "cosine"] = option(
+        "linear", help="How the share moves from start to end over training progress: linear or cosine (slow, fast, slow)."
+    )
 
 
 @dataclass
@@ -139,7 +142,18 @@ class MixConfig:
     replay_ratio: float | None = option(
         None,
         help="Share of training tokens drawn from data.general (compute-equivalent: they come out of "
-        "the token budget). Default: 0.05 when data.general is given, else 0.",
+        "the token budget). Default: 0.05 when data.general is given and no curriculum is set, else 0.",
+    )
+    curriculum: CurriculumConfig | None = option(
+        None,
+        help="A domain share that moves over training, e.g. {start: 0.5, end: 0.9}; the rest is "
+        "data.general. Instead of replay_ratio.",
+    )
+    weights: dict[str, float] = option(
+        default_factory=dict,
+        help="Relative weight of each training source within its role, by source name: domain sources "
+        "split the domain share, general sources the replay share. A role with several sources "
+        "that names none here splits by size (training tokens); naming one names them all.",
     )
 
 
@@ -178,12 +192,25 @@ class DistributedConfig:
 @dataclass
 class TrainConfig:
     lr: float = option(2e-5, help="Peak learning rate (about a tenth of a typical pre-training peak).")
-    schedule: Literal["cosine", "constant"] = option(
-        "cosine", help="cosine: linear warmup, cosine decay to min_lr_ratio*lr. constant: warmup, then flat."
+    schedule: Literal["cosine", "constant", "wsd", "infinite"] = option(
+        "cosine",
+        help="cosine: linear warmup, cosine decay to min_lr_ratio*lr. constant: warmup, then flat. "
+        "wsd: warmup, flat, then the last decay_ratio of steps decays to the floor. infinite: warmup, "
+        "cooldown to constant_lr_ratio*lr, flat, then a final anneal (the last decay_ratio) to the floor.",
     )
     warmup_ratio: float = option(0.03, help="Warmup length as a share of the total steps.")
     warmup_steps: int | None = option(None, help="Warmup length in steps; overrides warmup_ratio.")
-    min_lr_ratio: float = option(0.1, help="The floor of the cosine decay as a share of lr.")
+    min_lr_ratio: float = option(0.1, help="The floor every decaying schedule ends at, as a share of lr.")
+    decay_ratio: float = option(
+        0.1, help="wsd and infinite: the final decay's length as a share of the steps after warmup."
+    )
+    decay_shape: Literal["linear", "cosine", "sqrt"] = option(
+        "linear", help="wsd and infinite: shape of the final decay; sqrt is 1 - sqrt(progress)."
+    )
+    cooldown_ratio: float = option(
+        0.1, help="infinite: length of the cooldown from lr to the constant level, as a share of the steps after warmup."
+    )
+    constant_lr_ratio: float = option(0.5, help="infinite: the constant level as a share of lr.")
     weight_decay: float = option(0.01, help="Decoupled AdamW weight decay (not applied to norms, biases).")
     betas: list[float] = option(default_factory=lambda: [0.9, 0.95], help="AdamW betas.")
     eps: float = option(1e-8, help="AdamW epsilon.")
@@ -206,6 +233,16 @@ class TrainConfig:
         help="Tokens per chunk of the fused output-layer + cross-entropy, so full float32 logits never "
         "exist; 0 uses the model's full logits. Models with scaled or capped logits fall back to full.",
     )
+    freeze_embeddings: bool = option(
+        False, help="Do not train the input embeddings. With tied embeddings this freezes the output layer too."
+    )
+    freeze_lm_head: bool = option(
+        False, help="Do not train the output layer. With tied embeddings this freezes the input embeddings too."
+    )
+    freeze_layers: int = option(0, help="Do not train the first this many decoder layers.")
+    embedding_lr_scale: float = option(
+        1.0, help="Learning-rate multiplier for the input embeddings (and a tied output layer), e.g. 0.1."
+    )
     gradient_checkpointing: bool = option(
         False,
         help="Recompute each decoder layer's activations during backward instead of keeping them: "
@@ -221,8 +258,40 @@ class TrainConfig:
 
 @dataclass
 class RegularizerConfig:
-    kind: Literal["none"] = option("none", help="Penalty against forgetting: none.")
-    weight: float = option(0.1, help="Weight of the penalty in the loss.")
+    kind: Literal["none", "kl", "ewc", "l2sp"] = option(
+        "none",
+        help="Penalty against forgetting. kl: KL divergence to the frozen starting model on the training "
+        "tokens. ewc: (weight/2) * sum F (theta - theta0)^2 with a diagonal Fisher F from data.general. "
+        "l2sp: the same with F = 1.",
+    )
+    weight: float = option(
+        0.1, help="Weight of the penalty in the loss (beta for kl, lambda for ewc and l2sp)."
+    )
+    kl_direction: Literal["forward", "reverse"] = option(
+        "forward",
+        help="forward: KL(reference || current), mass-covering, what kl_div(log_softmax(current), "
+        "softmax(reference)) computes. reverse: KL(current || reference), mode-seeking.",
+    )
+    kl_on: Literal["all", "replay"] = option(
+        "all", help="Tokens the KL term covers: all training tokens, or only those of data.general rows."
+    )
+    kl_every: int = option(1, help="Compute the KL term on every this many optimizer steps (1: every step).")
+    reference_dtype: Literal["float32", "bfloat16"] = option(
+        "float32", help="Weights of the frozen reference model for kl; bfloat16 halves its memory."
+    )
+    fisher_path: str | None = option(
+        None,
+        help="ewc: a Fisher saved by an earlier run (RUN_DIR/fisher.safetensors) to reuse; without "
+        "it the Fisher is estimated on data.general at the start and saved there.",
+    )
+    fisher_tokens: int = option(
+        200_000, help="ewc: training tokens of data.general to estimate the Fisher on (fewer if the data holds fewer)."
+    )
+    fisher_kind: Literal["true", "empirical"] = option(
+        "true",
+        help="ewc: true: labels sampled from the model's own predictions (the Fisher information). "
+        "empirical: the data's own next tokens (the empirical Fisher, an approximation).",
+    )
 
 
 @dataclass
@@ -275,6 +344,14 @@ class Config:
     @property
     def prepared_dir(self) -> Path:
         return Path(self.data.prepared_dir or Path(self.output_dir) / "data")
+
+    @property
+    def replay_in_use(self) -> bool:
+        """Whether any training sequence comes from data.general (replay ratio or curriculum)."""
+        cur = self.mix.curriculum
+        if cur is not None:
+            return min(cur.start, cur.end) < 1.0
+        return bool(self.mix.replay_ratio)
 
     def eval_set_names(self) -> list[str]:
         names = ["domain"]
@@ -357,7 +434,7 @@ def load_config(
 
 def resolve(cfg: Config) -> None:
     """Fill the documented context-dependent defaults so config.yaml shows what was used."""
-    if cfg.mix.replay_ratio is None:
+    if cfg.mix.replay_ratio is None and cfg.mix.curriculum is None:
         cfg.mix.replay_ratio = 0.05 if cfg.general_sources else 0.0
     cfg.data.domain = cfg.domain_sources
     cfg.data.general = cfg.general_sources or None
@@ -365,11 +442,18 @@ def resolve(cfg: Config) -> None:
         for i, src in enumerate(sources):
             if isinstance(src.paths, str):
                 src.paths = [src.paths]
-            if src.name is None:
-                src.name = role if len(sources) == 1 else f"{role}{i}"
+            src.name = source_name(role, i, sources)
     for src in cfg.data.eval.values():
         if isinstance(src.paths, str):
             src.paths = [src.paths]
+
+
+def source_name(role: str, index: int, sources: list[SourceConfig]) -> str:
+    """A source's name in logs, manifests and mix.weights: its own, else role or role<index>."""
+    src = sources[index]
+    if src.name is not None:
+        return src.name
+    return role if len(sources) == 1 else f"{role}{index}"
 
 
 def check(cfg: Config, base_dir: Path, check_paths: bool = True) -> list[str]:
@@ -433,6 +517,13 @@ def check(cfg: Config, base_dir: Path, check_paths: bool = True) -> list[str]:
     p += _check_distributed(t.distributed, cfg.model.dtype)
     if m.replay_ratio and not cfg.general_sources:
         p.append("mix.replay_ratio: replay needs data.general (the text to replay)")
+    # The rules of the forgetting mitigations live beside the code that reads those keys.
+    from cptkit.mixing import check_mix
+    from cptkit.regularizers.checks import check_regularizer
+    from cptkit.train.freezing import check_freezing
+    from cptkit.train.schedules import check_schedule
+
+    p += check_mix(cfg) + check_schedule(t) + check_freezing(t) + check_regularizer(cfg)
     metric = cfg.checkpoint.metric
     names = cfg.eval_set_names()
     stem, _, kind = metric.rpartition("_")
@@ -500,6 +591,9 @@ def _check_paths(cfg: Config, base_dir: Path) -> list[str]:
         for pattern in patterns:
             if not expand_paths([pattern]):
                 p.append(f"{path}.paths: {pattern!r} matches no file")
+    fisher = cfg.regularizer.fisher_path
+    if fisher is not None and not Path(fisher).expanduser().is_file():
+        p.append(f"regularizer.fisher_path: {fisher!r} is not a file")
     model = cfg.model.name_or_path
     looks_local = model.startswith(("/", ".", "~")) or model.count("/") != 1 or os.sep in model[:1]
     if looks_local and not Path(model).expanduser().exists():

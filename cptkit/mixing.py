@@ -3,7 +3,8 @@
 Everything here is deterministic given the seed and fully described by a small state dict, so a
 resumed run continues the exact sample stream without re-reading any data.
 
-- `role_shares(progress)` is a pure function: the share of each source at a point of training.
+- `MixSchedule(progress)` is a pure function: the share of each source at a point of training
+  (a fixed replay ratio, or a curriculum whose domain share moves from `start` to `end`).
 - `Mixer` turns shares into a per-sequence assignment with the largest-deficit rule: each new
   sequence goes to the source whose realised count lags its running target the most. The
   realised count of every source stays within one sequence of its target at every step, so a
@@ -13,8 +14,10 @@ resumed run continues the exact sample stream without re-reading any data.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,21 +26,117 @@ from cptkit.data.shards import WindowIndex
 Shares = Callable[[float], dict[str, float]]
 
 
-def replay_shares(
-    domain: dict[str, float], general: dict[str, float], replay_ratio: float
-) -> Shares:
-    """Shares for a fixed replay ratio; within a role, sources split by the given weights."""
-    d_total = sum(domain.values())
-    g_total = sum(general.values())
+def curriculum_share(progress: float, start: float, end: float, shape: str = "linear") -> float:
+    """The domain share at `progress` in [0, 1]: `start` at 0, `end` at 1.
 
-    def shares(progress: float) -> dict[str, float]:
-        del progress  # a fixed ratio does not move
-        out = {name: (1 - replay_ratio) * w / d_total for name, w in domain.items()}
-        if g_total > 0:
-            out.update({name: replay_ratio * w / g_total for name, w in general.items()})
+    linear moves at a steady rate; cosine moves slowly at both ends and fastest midway.
+    """
+    p = min(max(progress, 0.0), 1.0)
+    if shape == "linear":
+        moved = p
+    elif shape == "cosine":
+        moved = 0.5 * (1 - math.cos(math.pi * p))
+    else:
+        raise ValueError(f"unknown curriculum shape {shape!r}")
+    return start + (end - start) * moved
+
+
+@dataclass(frozen=True)
+class MixSchedule:
+    """Shares of every training source as a pure function of training progress.
+
+    The domain share moves from `start` to `end` (equal for a fixed replay ratio); the domain
+    sources split it by their weights, the general sources split the rest by theirs.
+    """
+
+    domain: dict[str, float]
+    general: dict[str, float]
+    start: float
+    end: float
+    shape: str = "linear"
+
+    def domain_share(self, progress: float) -> float:
+        if not self.general:
+            return 1.0
+        return curriculum_share(progress, self.start, self.end, self.shape)
+
+    def __call__(self, progress: float) -> dict[str, float]:
+        d = self.domain_share(progress)
+        out = _split(self.domain, d)
+        out.update(_split(self.general, 1.0 - d))
         return out
 
-    return shares
+    @property
+    def mean_domain_share(self) -> float:
+        """The domain share averaged over training (both shapes are symmetric about midway)."""
+        return 1.0 if not self.general else (self.start + self.end) / 2
+
+
+def _split(weights: dict[str, float], share: float) -> dict[str, float]:
+    total = sum(weights.values())
+    return {name: share * w / total for name, w in weights.items()} if total > 0 else {}
+
+
+def replay_shares(
+    domain: dict[str, float], general: dict[str, float], replay_ratio: float
+) -> MixSchedule:
+    """Shares for a fixed replay ratio; within a role, sources split by the given weights."""
+    return MixSchedule(domain, general, 1.0 - replay_ratio, 1.0 - replay_ratio)
+
+
+def mix_schedule(cfg, sizes: dict[str, int]) -> MixSchedule:
+    """The run's MixSchedule from its config (cptkit.config.Config) and each source's training windows.
+
+    Within a role, sources follow mix.weights when given, else their size (their natural mixture).
+    """
+    domain = [s.name for s in cfg.domain_sources]
+    general = [s.name for s in cfg.general_sources] if cfg.replay_in_use else []
+
+    def weights(names: list[str]) -> dict[str, float]:
+        if any(n in cfg.mix.weights for n in names):
+            return {n: float(cfg.mix.weights[n]) for n in names}
+        return {n: float(sizes[n]) for n in names}
+
+    cur = cfg.mix.curriculum
+    if cur is not None:
+        return MixSchedule(weights(domain), weights(general), cur.start, cur.end, cur.shape)
+    return replay_shares(weights(domain), weights(general), cfg.mix.replay_ratio or 0.0)
+
+
+def check_mix(cfg) -> list[str]:
+    """Config problems of mix.* (cfg: cptkit.config.Config), each with its dotted path."""
+    from cptkit.config import source_name
+
+    p: list[str] = []
+    m, cur = cfg.mix, cfg.mix.curriculum
+    if cur is not None:
+        if m.replay_ratio is not None:
+            p.append("mix.replay_ratio and mix.curriculum: give one (the curriculum sets the replay share as 1 - domain share)")
+        for key in ("start", "end"):
+            value = getattr(cur, key)
+            if not 0 < value <= 1:
+                p.append(f"mix.curriculum.{key}: the domain share must lie in (0, 1], got {value}")
+        if min(cur.start, cur.end) < 1 and not cfg.general_sources:
+            p.append("mix.curriculum: a domain share below 1 needs data.general (the rest of the mix)")
+    roles = {
+        role: [source_name(role, i, sources) for i in range(len(sources))]
+        for role, sources in (("domain", cfg.domain_sources), ("general", cfg.general_sources))
+    }
+    known = roles["domain"] + roles["general"]
+    for name, weight in m.weights.items():
+        if name not in known:
+            p.append(f"mix.weights.{name}: no training source has this name (sources: {', '.join(known)})")
+        elif not weight > 0:
+            p.append(f"mix.weights.{name}: must be > 0, got {weight} (leave a source out of data.* to drop it)")
+    for role, names in roles.items():
+        named = [n for n in names if n in m.weights]
+        if named and len(named) < len(names):
+            missing = ", ".join(n for n in names if n not in m.weights)
+            p.append(
+                f"mix.weights: names {role} source(s) {', '.join(named)} but not {missing}; "
+                f"give a weight to every {role} source or to none"
+            )
+    return p
 
 
 class Mixer:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cptkit.config import Config
 from cptkit.data.prepare import window_count
 from cptkit.errors import UserError
-from cptkit.mixing import Shares, replay_shares
-from cptkit.train.schedules import Schedule, warmup_steps
+from cptkit.mixing import MixSchedule, mix_schedule
+from cptkit.train.schedules import Schedule, phase_steps, warmup_steps
 
 
 @dataclass
@@ -29,7 +30,11 @@ class RunPlan:
     domain_names: list[str]
     general_names: list[str]
     windows: dict[str, int] = field(default_factory=dict)  # training windows per source
-    shares: Shares | None = None
+    shares: MixSchedule | None = None
+
+    def progress(self, step: int) -> float:
+        """Training progress of optimizer step `step` (0-based): 0 at the first, 1 at the last."""
+        return step / max(self.total_steps - 1, 1)
 
     @property
     def tokens_per_step(self) -> int:
@@ -60,7 +65,7 @@ def make_plan(cfg: Config, manifests: dict[str, dict] | None, world_size: int = 
     t = cfg.train
     rows, accum = batch_geometry(cfg, world_size)
     domain = [s.name for s in cfg.domain_sources]
-    general = [s.name for s in cfg.general_sources] if cfg.mix.replay_ratio else []
+    general = [s.name for s in cfg.general_sources] if cfg.replay_in_use else []
     windows = {}
     if manifests is not None:
         windows = {n: window_count(manifests[n], "train", cfg.data.seq_len) for n in domain + general}
@@ -70,26 +75,29 @@ def make_plan(cfg: Config, manifests: dict[str, dict] | None, world_size: int = 
                 f"data: source(s) {', '.join(empty)} hold fewer training tokens than one sequence "
                 f"(data.seq_len {cfg.data.seq_len}); add text or lower data.seq_len"
             )
-    replay = cfg.mix.replay_ratio or 0.0
+    # The mix without source sizes: enough for the role shares (plan before prepare).
+    shares = mix_schedule(cfg, {n: windows.get(n, 1) for n in domain + general})
     if t.max_steps is not None:
         total, budget = t.max_steps, "train.max_steps"
     elif t.max_tokens is not None:
         total, budget = math.ceil(t.max_tokens / (rows * cfg.data.seq_len)), "train.max_tokens"
     elif windows:
         domain_rows = sum(windows[n] for n in domain)
-        total, budget = math.ceil(domain_rows / (rows * (1 - replay))), "one pass over the domain data"
+        total = math.ceil(domain_rows / (rows * shares.mean_domain_share))
+        budget = "one pass over the domain data"
     else:
         total, budget = 0, "one pass over the domain data (known after `cptkit prepare`)"
-    shares = None
-    if windows:
-        # Within a role, sources share in proportion to their size (their natural mixture).
-        shares = replay_shares({n: windows[n] for n in domain}, {n: windows[n] for n in general}, replay)
+    warmup = warmup_steps(total, t.warmup_ratio, t.warmup_steps)
     schedule = Schedule(
         kind=t.schedule,
         peak=t.lr,
         total=total,
-        warmup=warmup_steps(total, t.warmup_ratio, t.warmup_steps),
+        warmup=warmup,
         min_ratio=t.min_lr_ratio,
+        decay=phase_steps(total, warmup, t.decay_ratio) if t.schedule in ("wsd", "infinite") else 0,
+        decay_shape=t.decay_shape,
+        cooldown=phase_steps(total, warmup, t.cooldown_ratio) if t.schedule == "infinite" else 0,
+        constant_ratio=t.constant_lr_ratio,
     )
     return RunPlan(
         seq_len=cfg.data.seq_len, rows_per_step=rows, micro_batch_size=t.micro_batch_size,
@@ -107,24 +115,101 @@ def describe(plan: RunPlan, cfg: Config) -> str:
         f"micro batches    {plan.micro_batch_size} sequences, {plan.accumulation} accumulation step(s) per process",
         f"budget           {plan.total_steps:,} steps = {plan.total_tokens:,} tokens ({plan.budget_source})",
         f"warmup           {plan.schedule.warmup:,} steps",
-        f"schedule         {plan.schedule.kind}, peak lr {plan.schedule.peak:g}, floor "
-        f"{plan.schedule.peak * plan.schedule.min_ratio:g}" if plan.schedule.kind == "cosine" else
-        f"schedule         {plan.schedule.kind}, lr {plan.schedule.peak:g}",
+        f"schedule         {schedule_summary(plan.schedule)}",
+        f"mix              {mix_summary(cfg)}",
     ]
     if plan.total_steps:
-        marks = sorted({0, plan.schedule.warmup - 1, plan.total_steps // 4, plan.total_steps // 2,
-                        3 * plan.total_steps // 4, plan.total_steps - 1} - {-1})
-        lines.append("lr at step       " + "  ".join(f"{s + 1}: {plan.schedule(s):.3g}" for s in marks))
-    lines.append(f"mix              replay ratio {cfg.mix.replay_ratio:g} (share of sequences from data.general)")
-    if plan.shares and plan.total_steps:
-        share = plan.shares(0.0)
+        lines.append("")
+        lines += schedule_table(plan)
+    if plan.windows and plan.total_steps:
+        lines.append("")
+        lines.append("tokens per source over the whole run:")
         for name in plan.domain_names + plan.general_names:
-            tokens = share[name] * plan.total_tokens
+            mean = _mean_share(plan, name)
+            tokens = mean * plan.total_tokens
             available = plan.windows[name] * plan.seq_len
             lines.append(
-                f"  {name:<14} {share[name]:7.2%} of tokens = {tokens:,.0f} tokens, "
+                f"  {name:<14} {mean:7.2%} of tokens = {tokens:,.0f} tokens, "
                 f"{tokens / available:.2f} epoch(s) of its {available:,} training tokens"
             )
     elif not plan.windows:
         lines.append("  (tokens per source: run `cptkit prepare` first to see source sizes and epochs)")
     return "\n".join(lines)
+
+
+def schedule_summary(s: Schedule) -> str:
+    floor = f"floor {s.peak * s.min_ratio:g}"
+    if s.kind == "cosine":
+        return f"cosine, peak lr {s.peak:g}, {floor}"
+    if s.kind == "wsd":
+        return f"wsd, peak lr {s.peak:g}, {s.decay:,}-step {s.decay_shape} decay to {floor} at the end"
+    if s.kind == "infinite":
+        return (f"infinite, peak lr {s.peak:g}, {s.cooldown:,}-step cooldown to {s.peak * s.constant_ratio:g}, "
+                f"{s.decay:,}-step {s.decay_shape} anneal to {floor} at the end")
+    return f"{s.kind}, lr {s.peak:g}"
+
+
+def mix_summary(cfg: Config) -> str:
+    cur = cfg.mix.curriculum
+    if cur is not None:
+        return (f"curriculum: domain share {cur.start:g} -> {cur.end:g} ({cur.shape}), "
+                "the rest from data.general")
+    return f"replay ratio {cfg.mix.replay_ratio:g} (share of sequences from data.general)"
+
+
+def _mean_share(plan: RunPlan, name: str) -> float:
+    # Both curriculum shapes are symmetric about midway, so the mean of the shares over the
+    # evenly spaced steps is their value midway.
+    return plan.shares(0.5)[name]
+
+
+def table_steps(plan: RunPlan, rows: int = 11) -> list[int]:
+    """Evenly spaced steps plus the schedule's phase boundaries (0-based)."""
+    total, s = plan.total_steps, plan.schedule
+    marks = {round(i * (total - 1) / (rows - 1)) for i in range(rows)}
+    marks |= {s.warmup - 1, s.warmup}
+    if s.decay:
+        marks |= {total - s.decay - 1, total - s.decay}
+    if s.cooldown:
+        marks |= {s.warmup + s.cooldown - 1}
+    return sorted(m for m in marks if 0 <= m < total)
+
+
+def schedule_table(plan: RunPlan) -> list[str]:
+    """The LR curve and the mix schedule side by side, one line per chosen step."""
+    roles = ["domain"] + (["general"] if plan.general_names else [])
+    head = f"{'step':>10} {'progress':>9} {'lr':>11} " + " ".join(f"{r + ' share':>14}" for r in roles)
+    out = [head]
+    for step in table_steps(plan):
+        p = plan.progress(step)
+        d = plan.shares.domain_share(p) if plan.shares else 1.0
+        shares = [d, 1 - d][: len(roles)]
+        out.append(f"{step + 1:>10,} {p:>9.1%} {plan.schedule(step):>11.4g} "
+                   + " ".join(f"{x:>14.2%}" for x in shares))
+    return out
+
+
+def plot_plan(plan: RunPlan, path) -> None:
+    """A PNG of the LR curve and the domain share over the run's steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stride = max(plan.total_steps // 2000, 1)  # at most ~2000 points, phase boundaries kept
+    steps = sorted(set(range(0, plan.total_steps, stride)) | set(table_steps(plan)))
+    fig, (ax_lr, ax_mix) = plt.subplots(2, 1, figsize=(6.4, 5.2), sharex=True)
+    ax_lr.plot([s + 1 for s in steps], [plan.schedule(s) for s in steps], linewidth=1.2)
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_title(f"{plan.schedule.kind} schedule, {plan.total_steps:,} steps")
+    share = [plan.shares.domain_share(plan.progress(s)) if plan.shares else 1.0 for s in steps]
+    ax_mix.plot([s + 1 for s in steps], share, linewidth=1.2, label="domain")
+    ax_mix.plot([s + 1 for s in steps], [1 - x for x in share], linewidth=1.2, linestyle="--", label="general (replay)")
+    ax_mix.set_ylim(-0.02, 1.02)
+    ax_mix.set_ylabel("share of sequences")
+    ax_mix.set_xlabel("optimizer step")
+    ax_mix.legend(loc="center right")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -37,26 +37,36 @@ def train(cfg, resume: bool | str = False) -> dict:
         started = time.perf_counter()
         lr = plan.schedule(run.step)
         set_lr(optimizer, lr)
-        rows = run.stream.next_step(plan.rows_per_step, progress=run.step / total)
+        rows = run.stream.next_step(plan.rows_per_step, progress=plan.progress(run.step))
         micro_batches = run.stream.micro_batches(rows, plan.micro_batch_size, run.dist.world_size, run.dist.rank)
         # The loss is a mean over every predicted token of the global batch, so each process
         # divides its sum by the global count (DDP then averages gradients over processes).
         local_targets = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
         global_targets = int(run.dist.all_reduce_sum(torch.tensor(float(local_targets), device=device)))
         scale = run.dist.world_size / max(global_targets, 1)
+        replays = [torch.tensor([s in run.replay_names for s in b["sources"]]) for b in micro_batches]
+        kl, kl_coef, kl_targets = kl_for_step(run, micro_batches, replays, global_targets)
+        kl_sum = torch.zeros((), dtype=torch.float64, device=device)
         by_role = torch.zeros(2, 2, dtype=torch.float64, device=device)  # [domain, replay] x [sum, count]
         for i, batch in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
             inputs = {k: batch[k].to(device) for k in ("input_ids", "position_ids", "labels")}
+            replay = replays[i].to(device)
             # DDP all-reduces gradients once per optimizer step, on the last micro batch.
             with run.dist.gradient_sync(model, sync=last):
                 with acc.autocast():
-                    loss_sum, row_sums, row_counts = model(**inputs)
+                    # The frozen reference (KL) runs outside the wrapped model, under no_grad.
+                    ref = kl.reference(inputs, replay, kl_coef) if kl is not None else None
+                    out = model(**inputs, ref=ref) if ref is not None else model(**inputs)
+                loss_sum, row_sums, row_counts = out[:3]
                 acc.backward(loss_sum * scale)
-            replay = torch.tensor([s in run.replay_names for s in batch["sources"]], device=device)
+            if ref is not None:
+                kl_sum += out[3].double()
             for role, rows_of_role in enumerate((~replay, replay)):
                 by_role[role, 0] += row_sums[rows_of_role].double().sum()
                 by_role[role, 1] += row_counts[rows_of_role].sum()
+        # EWC / L2-SP: the penalty's gradient joins the averaged loss gradient before clipping.
+        penalty = run.regularizer.anchor.add_to_grads() if run.regularizer.anchor is not None else None
         max_norm = cfg.train.max_grad_norm or float("inf")
         grad_norm = run.dist.clip_grad_norm(model, max_norm)
         optimizer.step()
@@ -64,6 +74,7 @@ def train(cfg, resume: bool | str = False) -> dict:
         run.step += 1
         run.tokens += plan.tokens_per_step
         by_role = run.dist.all_reduce_sum(by_role)
+        kl_mean = float(run.dist.all_reduce_sum(kl_sum)) / kl_targets if kl is not None else None
         elapsed = time.perf_counter() - started
         run.train_wall += elapsed
         loss = float(by_role[:, 0].sum() / by_role[:, 1].sum().clamp(min=1))
@@ -74,11 +85,15 @@ def train(cfg, resume: bool | str = False) -> dict:
             "loss": loss,
             "loss_domain": _mean(by_role[0]),
             "loss_replay": _mean(by_role[1]),
-            "loss_reg": 0.0,
+            "loss_reg": loss_reg(run, penalty, kl_mean),
             "grad_norm": grad_norm,
             "tokens_per_s": plan.tokens_per_step / elapsed,
             "target_tokens": global_targets,  # tokens predicted this step (no boundaries, no padding)
+            # Cumulative tokens (sequence positions) drawn from each training source so far.
+            "source_tokens": {n: c * plan.seq_len for n, c in run.stream.mixer.count.items()},
         }
+        if run.regularizer.kl is not None:
+            record["kl"] = kl_mean  # unweighted token-mean KL; null on steps that skip it
         if run.step % cfg.train.log_every == 0 or run.step == total:
             run.log_metrics(record)
         progress.update(run.step, loss, record["tokens_per_s"])
@@ -92,6 +107,32 @@ def train(cfg, resume: bool | str = False) -> dict:
             save(run, evaluated)
     progress.close()
     return finish(run)
+
+
+def kl_for_step(run: Run, micro_batches: list[dict], replays: list[torch.Tensor], global_targets: int):
+    """(KL term or None, its coefficient, global KL token count) for this optimizer step.
+
+    The coefficient turns the summed KL into weight * (token mean over the tokens carrying KL)
+    once the loop scales the whole sum by 1 / (global target count).
+    """
+    kl = run.regularizer.kl
+    if kl is None or not kl.active(run.step):
+        return None, 0.0, 0
+    local = sum(kl.targets(b["labels"], r) for b, r in zip(micro_batches, replays))
+    total = int(run.dist.all_reduce_sum(torch.tensor(float(local), device=run.dist.device)))
+    if total == 0:
+        return None, 0.0, 0  # e.g. kl_on: replay and no replay row in this step
+    return kl, kl.weight * global_targets / total, total
+
+
+def loss_reg(run: Run, penalty: float | None, kl_mean: float | None) -> float | None:
+    """The regularizer's term as added to the objective; null on a step that skipped it."""
+    reg = run.regularizer
+    if reg.anchor is not None:
+        return penalty
+    if reg.kl is not None:
+        return None if kl_mean is None else reg.kl.weight * kl_mean
+    return 0.0
 
 
 def _mean(role: torch.Tensor) -> float | None:

@@ -12,6 +12,11 @@ Two ways to the same number:
 
 Training and evaluation share these functions, so both count exactly the same tokens: a label
 of -100 (document boundary or padding) contributes nothing to the sum or the count.
+
+KL to a frozen reference (regularizer.kind kl) rides along in the same pass: the reference
+decoder runs under no_grad outside, its hidden states come in, and per chunk the student and
+reference logits give CE, KL and the combined gradient (see `LinearCrossEntropy`). The KL is
+summed over real targets only; the caller's coefficient turns the sum into a token mean.
 """
 
 from __future__ import annotations
@@ -24,18 +29,82 @@ import torch.nn.functional as F
 from cptkit.data.shards import IGNORE_INDEX
 
 
-class LinearCrossEntropy(torch.autograd.Function):
-    """sum_i CE(hidden_i @ weight.T + bias, target_i), with the gradient computed in the forward.
+@dataclass
+class KLTerm:
+    """The frozen reference's side of the KL term, for the real tokens that carry it.
 
-    Returns (loss sum, per-token losses); only the sum carries a gradient. Because the upstream
-    gradient of a sum is one scalar, the gradients of each chunk can be formed right away
-    (softmax - onehot) and the chunk's logits freed.
+    `hidden` holds the reference decoder's last hidden states (no gradient) of the tokens listed
+    in `index` (positions in the flattened list of real targets, ascending); `coef` multiplies
+    each token's KL in the summed loss; `reverse` picks KL(current || reference) instead of
+    the default KL(reference || current).
+    """
+
+    hidden: torch.Tensor  # [K, H]
+    weight: torch.Tensor  # reference output layer [V, H]
+    bias: torch.Tensor | None
+    index: torch.Tensor  # [K] int64, ascending
+    coef: float
+    reverse: bool = False
+
+
+_LSE_ROWS = 64  # rows per block when summing exponentials in log_probs
+
+
+def log_probs(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-softmax, logsumexp) of fresh float32 logits, computed in their memory. Student and
+    reference share this exact path, so identical logits give bit-identical log-probabilities
+    and a KL of exactly 0."""
+    # torch.logsumexp would allocate a second [chunk, vocabulary] float32 tensor, doubling the
+    # chunk's memory; shifting in place and summing exponentials a block of rows at a time
+    # keeps the extra memory to one block.
+    peak = logits.amax(dim=1)
+    logits.sub_(peak[:, None])  # in place: callers pass a fresh tensor
+    log_norm = torch.empty_like(peak)
+    for r in range(0, len(logits), _LSE_ROWS):
+        log_norm[r : r + _LSE_ROWS] = logits[r : r + _LSE_ROWS].exp().sum(dim=1).log_()
+    return logits.sub_(log_norm[:, None]), peak.add_(log_norm)
+
+
+def kl_softmax_grad(logp: torch.Tensor, ref_logp: torch.Tensor, coef: float, reverse: bool
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token KL, and softmax + coef * dKL/dlogits (the CE gradient without its one-hot part).
+
+    forward, KL(ref || cur) = sum_v p_ref (log p_ref - log p_cur):   dKL/dz = p - p_ref
+    reverse, KL(cur || ref) = sum_v p (log p - log p_ref):           dKL/dz = p * (d - KL), d = log p - log p_ref
+    Both inputs are consumed (their memory reused), so a chunk needs one extra buffer at most.
+    Written as p + coef * (difference) so that identical inputs give exactly p (and KL 0).
+    """
+    if not reverse:
+        p_ref = ref_logp.exp()
+        kl = _rowdot(p_ref, ref_logp.sub_(logp))
+        p = logp.exp_()
+        return kl, p.add_(torch.sub(p, p_ref, out=p_ref), alpha=coef)
+    d = torch.sub(logp, ref_logp, out=ref_logp)
+    p = logp.exp_()
+    kl = _rowdot(p, d)
+    return kl, p.add_(d.sub_(kl[:, None]).mul_(p), alpha=coef)
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum_v a[i, v] * b[i, v] for every row, as a batched matmul: no [n, V] temporary."""
+    return torch.bmm(a[:, None, :], b[:, :, None]).view(-1)
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """sum_i CE(hidden_i @ weight.T + bias, target_i) [+ coef * sum_j KL_j], gradients in the forward.
+
+    Returns (loss sum, per-token CE, per-token KL); only the sum carries a gradient. Because the
+    upstream gradient of a sum is one scalar, the gradients of each chunk can be formed right
+    away (softmax - onehot, plus coef times the KL gradient on the tokens that carry KL) and the
+    chunk's logits freed: no [tokens, vocabulary] float32 tensor outlives its chunk, for the
+    student or the reference.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk: int):
+    def forward(ctx, hidden, weight, bias, targets, chunk: int, kl: KLTerm | None = None):
         n = hidden.shape[0]
         losses = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        kls = torch.zeros(0 if kl is None else len(kl.index), dtype=torch.float32, device=hidden.device)
         need_h, need_w = hidden.requires_grad, weight.requires_grad
         need_b = bias is not None and bias.requires_grad
         grad_h = torch.empty_like(hidden) if need_h else None
@@ -43,58 +112,89 @@ class LinearCrossEntropy(torch.autograd.Function):
         grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
         w = weight.to(hidden.dtype)
         b = bias.to(hidden.dtype) if bias is not None else None
-        for s in range(0, n, chunk):
+        if kl is not None:
+            ref_w = kl.weight.to(kl.hidden.dtype)
+            ref_b = kl.bias.to(kl.hidden.dtype) if kl.bias is not None else None
+            bounds = torch.searchsorted(kl.index, torch.arange(0, n + chunk, chunk, device=kl.index.device)).tolist()
+        for c, s in enumerate(range(0, n, chunk)):
             h = hidden[s : s + chunk]
             t = targets[s : s + chunk]
-            logits = F.linear(h, w, b).float()
-            target = logits.gather(1, t[:, None]).squeeze(1)
-            # log-sum-exp and softmax in place: torch.logsumexp would allocate a second
-            # [chunk, vocabulary] float32 tensor, doubling the chunk's memory.
-            peak = logits.amax(dim=1)
-            probs = logits.sub_(peak[:, None]).exp_()
-            norm = probs.sum(dim=1)
-            losses[s : s + chunk] = norm.log() + peak - target
+            logp, lse = log_probs(F.linear(h, w, b).float())
+            losses[s : s + chunk] = -logp.gather(1, t[:, None]).squeeze(1)
+            lo, hi = (bounds[c], bounds[c + 1]) if kl is not None else (0, 0)
+            if hi > lo:  # tokens of this chunk that carry KL
+                ref_logp, _ = log_probs(F.linear(kl.hidden[lo:hi], ref_w, ref_b).float())
+                if hi - lo == len(t):  # all of them: no gather, no scatter
+                    kls[lo:hi], grad = kl_softmax_grad(logp, ref_logp, kl.coef, kl.reverse)
+                else:
+                    rows = kl.index[lo:hi] - s
+                    kls[lo:hi], part = kl_softmax_grad(logp[rows], ref_logp, kl.coef, kl.reverse)
+                    grad = logp.exp_().index_copy_(0, rows, part)
+                del ref_logp
+            elif need_h or need_w or need_b:
+                grad = logp.exp_()  # softmax, reusing the log-probabilities' memory
             if need_h or need_w or need_b:
-                probs.div_(norm[:, None])
-                probs[torch.arange(len(t), device=t.device), t] -= 1.0
+                grad[torch.arange(len(t), device=t.device), t] -= 1.0
                 if need_b:
-                    grad_b += probs.sum(0)
-                probs = probs.to(h.dtype)
+                    grad_b += grad.sum(0)
+                grad = grad.to(h.dtype)
                 if need_h:
-                    grad_h[s : s + chunk] = probs @ w
+                    grad_h[s : s + chunk] = grad @ w
                 if need_w:
-                    grad_w += (probs.t() @ h).float()
-            del logits
+                    grad_w += (grad.t() @ h).float()
+            logp = grad = None  # free this chunk's buffers before the next one's logits exist
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
-        ctx.mark_non_differentiable(losses)
-        return losses.sum(), losses
+        ctx.mark_non_differentiable(losses, kls)
+        total = losses.sum()
+        if kl is not None:
+            total = total + kl.coef * kls.sum()
+        return total, losses, kls
 
     @staticmethod
-    def backward(ctx, grad_sum, grad_losses):
-        del grad_losses  # per-token losses are reported, not differentiated
+    def backward(ctx, grad_sum, grad_losses, grad_kls):
+        del grad_losses, grad_kls  # per-token values are reported, not differentiated
         grad_h, grad_w, grad_b = ctx.saved_tensors
         w_dtype, b_dtype = ctx.dtypes
         gh = grad_h * grad_sum.to(grad_h.dtype) if grad_h is not None else None
         gw = (grad_w * grad_sum).to(w_dtype) if grad_w is not None else None
         gb = (grad_b * grad_sum).to(b_dtype) if grad_b is not None else None
-        return gh, gw, gb, None, None
+        return gh, gw, gb, None, None, None
 
 
 @dataclass
 class LossOutput:
-    total: torch.Tensor  # scalar sum over every target of the batch (differentiable)
-    row_sums: torch.Tensor  # [B] float32, detached
+    total: torch.Tensor  # scalar sum over every target of the batch (+ coef * KL sum; differentiable)
+    row_sums: torch.Tensor  # [B] float32, detached: next-token loss only
     row_counts: torch.Tensor  # [B] number of targets per row
+    kl_sum: torch.Tensor | None = None  # detached sum of per-token KL over the tokens that carry it
 
 
-def _inputs(batch: dict[str, torch.Tensor]) -> dict:
+@dataclass
+class Reference:
+    """What the frozen reference model gives one micro batch, for the KL term.
+
+    `mask` [B, T] marks the positions whose KL counts (only real targets are ever used). For
+    the chunked loss `states` are the reference's last hidden states of the real targets under
+    `mask`, flattened row by row, with its output layer in `weight`/`bias`; for the full-logits
+    loss `states` are its logits [B, T, V].
+    """
+
+    mask: torch.Tensor
+    states: torch.Tensor
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None
+    coef: float
+    reverse: bool
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict:
     # use_cache=False: with a cache, transformers ignores the document boundaries in position_ids.
     return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
 
 
 def forward_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return model(**_inputs(batch)).logits
+    return model(**model_inputs(batch)).logits
 
 
 def sequence_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,26 +216,45 @@ def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.
     return decoder, head
 
 
-def chunked_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk: int) -> LossOutput:
+def chunked_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk: int, ref: Reference | None = None
+) -> LossOutput:
+    """One decoder forward; the output layer, CE (and KL to `ref`) chunk by chunk over real targets."""
     decoder, head = decoder_and_head(model)
-    hidden = decoder(**_inputs(batch)).last_hidden_state
+    hidden = decoder(**model_inputs(batch)).last_hidden_state
     labels = batch["labels"]
     mask = labels != IGNORE_INDEX
     rows = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(labels)[mask]
-    total, per_token = LinearCrossEntropy.apply(hidden[mask], head.weight, head.bias, labels[mask], chunk)
+    kl = None
+    if ref is not None:
+        index = ref.mask[mask].nonzero().squeeze(1)
+        kl = KLTerm(ref.states, ref.weight, ref.bias, index, ref.coef, ref.reverse)
+    total, per_token, kls = LinearCrossEntropy.apply(hidden[mask], head.weight, head.bias, labels[mask], chunk, kl)
     row_sums = torch.zeros(labels.shape[0], dtype=torch.float32, device=labels.device).index_add_(0, rows, per_token)
-    return LossOutput(total, row_sums, mask.sum(dim=1))
+    return LossOutput(total, row_sums, mask.sum(dim=1), kls.sum() if ref is not None else None)
 
 
-def full_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
+def full_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], ref: Reference | None = None) -> LossOutput:
+    """Through the model's full logits (architectures whose head is not a plain linear layer)."""
     logits = forward_logits(model, batch)
     row_sums, counts = sequence_losses(logits, batch["labels"])
-    return LossOutput(row_sums.sum(), row_sums.detach(), counts)
+    total, kl_sum = row_sums.sum(), None
+    if ref is not None:
+        take = ref.mask & (batch["labels"] != IGNORE_INDEX)
+        logp = F.log_softmax(logits[take].float(), dim=-1)
+        ref_logp = F.log_softmax(ref.states[take].float(), dim=-1)
+        a, b = (logp, ref_logp) if ref.reverse else (ref_logp, logp)
+        kls = (a.exp() * (a - b)).sum(-1)
+        total = total + ref.coef * kls.sum()
+        kl_sum = kls.detach().sum()
+    return LossOutput(total, row_sums.detach(), counts, kl_sum)
 
 
-def lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk: int | None) -> LossOutput:
+def lm_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk: int | None, ref: Reference | None = None
+) -> LossOutput:
     """Chunked when `chunk` is set (see `check_chunked_head`), else through full logits."""
-    return chunked_loss(model, batch, chunk) if chunk else full_loss(model, batch)
+    return chunked_loss(model, batch, chunk, ref) if chunk else full_loss(model, batch, ref)
 
 
 class CausalLMLoss(torch.nn.Module):
@@ -143,6 +262,10 @@ class CausalLMLoss(torch.nn.Module):
 
     Calling the decoder and the output layer separately (the chunked loss) from outside the
     wrapped module would bypass the wrapper's forward; inside this module it does not.
+
+    Returns (total, per-row loss sums, per-row target counts); with `ref` (the frozen reference
+    model's side of a KL term, computed outside: it is not part of what DDP/FSDP wrap) a fourth
+    value, the detached KL sum. One student forward serves both terms.
     """
 
     def __init__(self, lm: torch.nn.Module, chunk: int | None):
@@ -150,10 +273,12 @@ class CausalLMLoss(torch.nn.Module):
         self.lm = lm
         self.chunk = chunk
 
-    def forward(self, input_ids, position_ids, labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, input_ids, position_ids, labels, ref: Reference | None = None) -> tuple[torch.Tensor, ...]:
         batch = {"input_ids": input_ids, "position_ids": position_ids, "labels": labels}
-        out = lm_loss(self.lm, batch, self.chunk)
-        return out.total, out.row_sums, out.row_counts
+        out = lm_loss(self.lm, batch, self.chunk, ref)
+        if ref is None:
+            return out.total, out.row_sums, out.row_counts
+        return out.total, out.row_sums, out.row_counts, out.kl_sum
 
 
 @torch.no_grad()

@@ -32,8 +32,10 @@ from cptkit.modeling import (
     prepare_for_training,
 )
 from cptkit.planning import RunPlan, make_plan
+from cptkit.regularizers.build import Regularizer, build_regularizer
 from cptkit.schema import to_dict
 from cptkit.train.batches import TrainStream
+from cptkit.train.freezing import apply_freezing
 from cptkit.train.logs import JsonLines, Progress, truncate_after
 from cptkit.train.losses import CausalLMLoss, check_chunked_head
 from cptkit.train.optim import build_optimizer
@@ -59,6 +61,7 @@ class Run:
     eval_sets: list[EvalSet]
     replay_names: set[str]
     save_dtype: torch.dtype
+    regularizer: Regularizer = field(default_factory=Regularizer)
     metrics: JsonLines | None = None
     evals: JsonLines | None = None
     probe_sets: list[ProbeSet] = field(default_factory=list)
@@ -200,27 +203,36 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
     model = load_model(cfg.model)
     prepare_for_training(model, cfg.train.gradient_checkpointing, cfg.train.compile)
     log.info("model %s: %s parameters", cfg.model.name_or_path, f"{count_parameters(model):,}")
-    root = cfg.prepared_dir
-    windows = {
-        n: WindowIndex(open_split(root / n / "train", manifests[n]["shards"]["train"], manifests[n]["dtype"]), cfg.data.seq_len)
-        for n in plan.domain_names + plan.general_names
-    }
+    apply_freezing(model, cfg.train)
+    windows = train_windows(cfg, manifests, plan.domain_names + plan.general_names)
     stream = TrainStream(windows, plan.shares, cfg.train.seed, cfg.train.document_masking)
-    module, optimizer = dist.wrap(
-        CausalLMLoss(model, None), lambda m: build_optimizer(m, cfg.train), cfg.train.distributed, cfg.model.dtype
-    )
-    # The checks call the model directly, so under FSDP they run with its weights gathered.
-    if cfg.train.document_masking:
-        dist.call_gathered(module, check_document_masking, dist.device)
+    chunk = None
     if cfg.train.loss_chunk_tokens:
-        if dist.call_gathered(module, check_chunked_head, dist.device):
-            dist.accelerator.unwrap_model(module).chunk = cfg.train.loss_chunk_tokens
+        # On the unwrapped model where it was loaded: one 12-token forward, even for a large model.
+        if check_chunked_head(model, next(model.parameters()).device):
+            chunk = cfg.train.loss_chunk_tokens
         else:
             log.info("model %s: logits are not a plain linear head; using full logits for the loss", type(model).__name__)
+    # Before the model is wrapped (DDP, FSDP) and before a resume loads its checkpoint: the
+    # Fisher and the KL reference are always those of the starting weights.
+    general = []
+    if cfg.regularizer.kind == "ewc":
+        general = [s.name for s in cfg.general_sources]
+        model.to(dist.device)  # the Fisher pass runs on the starting weights, unsharded
+    regularizer = build_regularizer(cfg, model, dist, run_dir, list(train_windows(cfg, manifests, general).values()),
+                                    resuming=target is not None, chunk=chunk)
+    module, optimizer = dist.wrap(
+        CausalLMLoss(model, chunk), lambda m: build_optimizer(m, cfg.train), cfg.train.distributed, cfg.model.dtype
+    )
+    # The anchors follow the parameters as wrapped: under FSDP each process holds its shards.
+    regularizer.anchor_to(dist.accelerator.unwrap_model(module).lm)
+    # The check calls the model directly, so under FSDP it runs with its weights gathered.
+    if cfg.train.document_masking:
+        dist.call_gathered(module, check_document_masking, dist.device)
     run = Run(
         cfg=cfg, dir=run_dir, dist=dist, plan=plan, model=module, optimizer=optimizer, tokenizer=tokenizer,
         stream=stream, eval_sets=eval_sets(cfg, manifests), replay_names=set(plan.general_names),
-        save_dtype=DTYPES[cfg.model.dtype], probe_sets=probe_sets,
+        save_dtype=DTYPES[cfg.model.dtype], probe_sets=probe_sets, regularizer=regularizer,
     )
     if target is not None:
         weights, optimizer_state, state = checkpoint.load_state(target)
@@ -239,6 +251,14 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
         run.evals = JsonLines(run_dir / "eval.jsonl", fresh=target is None)
         run.probe_log = JsonLines(run_dir / "probes.jsonl", fresh=target is None)
     return run
+
+
+def train_windows(cfg: Config, manifests: dict[str, dict], names: list[str]) -> dict[str, WindowIndex]:
+    root = cfg.prepared_dir
+    return {
+        n: WindowIndex(open_split(root / n / "train", manifests[n]["shards"]["train"], manifests[n]["dtype"]), cfg.data.seq_len)
+        for n in names
+    }
 
 
 def prepared_data(cfg: Config, dist: Dist) -> dict[str, dict]:

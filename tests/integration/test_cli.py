@@ -15,7 +15,7 @@ def test_bad_config_exits_2_with_every_problem_and_no_traceback(tmp_path, tiny_m
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     for text in ("colour: unknown key", "train.lr: must be a number, got string 'high'",
-                 "train.schedule: must be one of 'cosine', 'constant', got string 'linear'"):
+                 "train.schedule: must be one of 'cosine', 'constant', 'wsd', 'infinite', got string 'linear'"):
         assert text in out.stderr
     assert cptkit("train", str(tmp_path / "missing.yaml")).returncode == 2
     out = cptkit("plan", str(tmp_path / "c.yaml"), "--set", "train.lr=1e-4", "--set", "train.schedule=cosine",

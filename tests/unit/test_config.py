@@ -40,7 +40,8 @@ def test_every_type_problem_is_listed_with_its_dotted_path(tmp_path):
     found = problems_of(exc)
     assert len(found) == 4
     assert found[0] == "mix.replay_ratio: must be a number, got a list"
-    assert found[1].startswith("train.bogus: unknown key (known keys here: betas, ") and ", eps, " in found[1]
+    assert found[1].startswith("train.bogus: unknown key (known keys here: betas, ")
+    assert " document_masking, " in found[1] and " eps, " in found[1]
     assert found[2:] == ["train.lr: must be a number, got string 'fast'",
                          "train.micro_batch_size: must be an integer, got number 2.5"]
 

@@ -46,3 +46,60 @@ def test_warmup_steps_from_ratio_or_count():
 def test_unknown_schedule_is_refused():
     with pytest.raises(ValueError):
         lr_at(5, "linear", 1.0, 10, 0)
+
+
+def test_wsd_is_flat_then_decays_linearly_to_the_floor_exactly():
+    # total 10, warmup 2, decay 4: steps 0-1 warm up, 2-5 flat, 6-9 fall from peak to floor.
+    values = [lr_at(s, "wsd", 1.0, 10, 2, 0.1, decay=4) for s in range(10)]
+    assert values[:6] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert values[6:] == pytest.approx([1.0, 0.7, 0.4, 0.1], abs=1e-15)
+    assert values[-1] == 0.1
+
+
+def test_wsd_decay_shapes_exact():
+    # decay over 5 steps from 1.0 to 0.0: progress 0, 1/4, 1/2, 3/4, 1
+    p = [0.0, 0.25, 0.5, 0.75, 1.0]
+    cos = [lr_at(5 + k, "wsd", 1.0, 10, 0, 0.0, decay=5, decay_shape="cosine") for k in range(5)]
+    sqrt = [lr_at(5 + k, "wsd", 1.0, 10, 0, 0.0, decay=5, decay_shape="sqrt") for k in range(5)]
+    assert cos == pytest.approx([0.5 * (1 + math.cos(math.pi * x)) for x in p], abs=1e-15)
+    assert sqrt == pytest.approx([1 - math.sqrt(x) for x in p], abs=1e-15)
+    assert sqrt[1] == pytest.approx(0.5)  # 1 - sqrt(1/4): stays high, then drops late
+    assert lr_at(4, "wsd", 1.0, 10, 0, 0.0, decay=5, decay_shape="sqrt") == 1.0  # last flat step
+
+
+def test_infinite_warmup_cooldown_constant_anneal_exact():
+    # total 12, warmup 2, cooldown 3 (peak 1.0 -> level 0.5, cosine), decay 3 (0.5 -> 0.1, linear)
+    sched = Schedule("infinite", peak=1.0, total=12, warmup=2, min_ratio=0.1, decay=3, cooldown=3,
+                     constant_ratio=0.5)
+    values = [sched(s) for s in range(12)]
+    assert values[:2] == [0.5, 1.0]  # warmup
+    assert values[2:5] == pytest.approx([1.0, 0.75, 0.5], abs=1e-15)  # cosine cooldown to the level
+    assert values[5:9] == [0.5, 0.5, 0.5, 0.5]  # constant: extendable without touching the rest
+    assert values[9:] == pytest.approx([0.5, 0.3, 0.1], abs=1e-15)  # final anneal to the floor
+    assert values[-1] == pytest.approx(0.1, abs=0, rel=1e-15)
+
+
+def test_infinite_cooldown_is_cut_where_the_anneal_begins():
+    # cooldown 10 steps would run into the anneal at step 6: it is shortened to end at the level.
+    values = [lr_at(s, "infinite", 1.0, 8, 0, 0.0, decay=2, cooldown=10, constant_ratio=0.5) for s in range(8)]
+    assert values[0] == 1.0 and values[5] == pytest.approx(0.5)
+    assert values[6:] == [0.5, 0.0]
+
+
+def test_a_one_step_decay_lands_on_the_floor_and_zero_steps_change_nothing():
+    assert lr_at(9, "wsd", 1.0, 10, 0, 0.2, decay=1) == 0.2
+    assert [lr_at(s, "wsd", 1.0, 10, 0, 0.2, decay=0) for s in range(10)] == [1.0] * 10
+
+
+def test_phase_steps_from_ratios():
+    from cptkit.train.schedules import phase_steps
+
+    assert phase_steps(1000, 30, 0.1) == 97  # 10% of the 970 steps after warmup
+    assert phase_steps(10, 0, 0.01) == 1  # a phase asked for is at least one step
+    assert phase_steps(10, 0, 0.0) == 0
+    assert phase_steps(10, 10, 0.5) == 0
+
+
+def test_unknown_decay_shape_is_refused():
+    with pytest.raises(ValueError):
+        lr_at(9, "wsd", 1.0, 10, 0, 0.1, decay=3, decay_shape="step")

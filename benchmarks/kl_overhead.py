@@ -1,0 +1,145 @@
+"""Cost of KL-to-the-base regularization: time per token and peak memory against plain training.
+
+Side by side, on the same data, model, batch geometry and thread count:
+
+    plain      `cptkit train`, no regularizer (the baseline)
+    kl         regularizer.kind kl, frozen float32 reference, KL on every token, every step
+    kl-bf16    the same with the reference held in bfloat16
+
+Runs alternate (plain, kl, kl-bf16, plain, ...) in fresh processes so machine noise hits all
+sides; ratios are taken per round against that round's plain run, and medians are printed.
+Time per token counts optimizer steps after the first `--warmup` ones (from metrics.jsonl).
+Memory is the process's peak resident set size (ru_maxrss), printed whole and above the
+process's resident size before the model is loaded (interpreter and libraries), which is the
+stricter ratio. Targets: time <= 1.5x and peak memory <= 1.3x plain.
+
+    python benchmarks/kl_overhead.py                     # the demo's model (vocab 4096, 4 layers)
+    python benchmarks/kl_overhead.py --steps 8 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SIDES = {
+    "plain": {"kind": "none"},
+    "kl": {"kind": "kl", "weight": 0.1},
+    "kl-bf16": {"kind": "kl", "weight": 0.1, "reference_dtype": "bfloat16"},
+}
+
+
+def rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def config(paths: dict, out: Path, steps: int, regularizer: dict) -> dict:
+    from cptkit.demo import FULL
+
+    return {
+        "model": {"name_or_path": paths["model"], "dtype": "float32"},
+        "data": {"seq_len": FULL.seq_len, "domain": {"paths": [paths["code"]], "id_field": "id"},
+                 "general": {"paths": [paths["general"]], "id_field": "id"}, "heldout_fraction": 0.02,
+                 "prepared_dir": paths["shards"]},
+        "mix": {"replay_ratio": 0.05},
+        "train": {"lr": 1e-3, "warmup_steps": 2, "global_batch_tokens": FULL.seq_len * FULL.batch_rows,
+                  "micro_batch_size": FULL.micro, "max_steps": steps},
+        "regularizer": regularizer,
+        "checkpoint": {"every_steps": 10**6, "keep_last": 1, "keep_best": 0},
+        "eval": {"every_steps": 10**6, "max_tokens": 2048},
+        "output_dir": str(out),
+    }
+
+
+def build(folder: Path) -> dict:
+    from cptkit.config import load_config
+    from cptkit.data.prepare import prepare
+    from cptkit.demo import FULL, build_base_init, build_corpora
+
+    general, code = build_corpora(folder / "corpus", FULL)
+    model = build_base_init(folder / "model", [general, code], FULL)
+    paths = {"general": str(general), "code": str(code), "model": str(model), "shards": str(folder / "shards")}
+    prepare(load_config(None, raw=config(paths, folder / "prep", 1, {"kind": "none"})))  # tokenized once
+    return paths
+
+
+def side(args) -> None:
+    # Everything a run imports is loaded before the baseline is taken, so "above base" is the
+    # memory of the run itself: weights, optimizer state, activations, logits chunks, caches.
+    import accelerate  # noqa: F401
+    from transformers.models.llama import modeling_llama  # noqa: F401
+
+    from cptkit.config import load_config
+    from cptkit.train.loop import train
+
+    baseline = rss_kb()
+    paths = json.loads(Path(args.paths).read_text())
+    out = Path(args.out)
+    train(load_config(None, raw=config(paths, out, args.steps, SIDES[args.side])))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
+    timed = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][args.warmup:]
+    tokens = sum(m["target_tokens"] for m in timed)
+    seconds = sum(m["tokens"] / m["step"] / m["tokens_per_s"] for m in timed)
+    print("RESULT " + json.dumps({"s_per_token": seconds / tokens, "peak_kb": peak, "baseline_kb": baseline}))
+
+
+def report(results: dict[str, list[dict]], args) -> None:
+    print(f"{args.steps - args.warmup} timed steps per run, {args.repeats} alternating rounds, "
+          f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
+    print(f"{'':10}{'us/token':>10}{'peak RSS MB':>13}{'above base MB':>15}{'time x':>8}{'peak x':>8}{'above x':>9}")
+    for name in SIDES:
+        rs, base = results[name], results["plain"]
+        time_x = [r["s_per_token"] / b["s_per_token"] for r, b in zip(rs, base)]
+        peak_x = [r["peak_kb"] / b["peak_kb"] for r, b in zip(rs, base)]
+        above_x = [(r["peak_kb"] - r["baseline_kb"]) / (b["peak_kb"] - b["baseline_kb"]) for r, b in zip(rs, base)]
+        print(f"{name:10}{statistics.median(r['s_per_token'] for r in rs) * 1e6:10.1f}"
+              f"{statistics.median(r['peak_kb'] for r in rs) / 1024:13.0f}"
+              f"{statistics.median(r['peak_kb'] - r['baseline_kb'] for r in rs) / 1024:15.0f}"
+              f"{statistics.median(time_x):8.2f}{statistics.median(peak_x):8.2f}{statistics.median(above_x):9.2f}")
+    for name in list(SIDES)[1:]:
+        pairs = [r["s_per_token"] / b["s_per_token"] for r, b in zip(results[name], results["plain"])]
+        print(f"{name} / plain time per token, each round: {', '.join(f'{x:.2f}' for x in pairs)}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=14)
+    p.add_argument("--warmup", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--side", choices=list(SIDES), help=argparse.SUPPRESS)
+    p.add_argument("--paths", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.side:
+        return side(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        paths_file = tmp / "paths.json"
+        paths_file.write_text(json.dumps(build(tmp)))
+        results: dict[str, list[dict]] = {name: [] for name in SIDES}
+        for r in range(args.repeats):
+            for name in SIDES:
+                cmd = [sys.executable, __file__, "--side", name, "--paths", str(paths_file), "--steps", str(args.steps),
+                       "--warmup", str(args.warmup), "--out", str(tmp / f"{name}-{r}")]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+                if done.returncode or not line:
+                    sys.exit(f"{name} run failed:\n{done.stderr[-3000:]}")
+                results[name].append(json.loads(line[0][7:]))
+        report(results, args)
+
+
+if __name__ == "__main__":
+    main()

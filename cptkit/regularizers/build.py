@@ -1,0 +1,78 @@
+"""Build the run's regularizer from `regularizer.*` (see the package docstring)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cptkit.regularizers.ewc import AnchorPenalty
+from cptkit.regularizers.kl import KLToReference
+
+log = logging.getLogger("cptkit")
+
+FISHER_FILE = "fisher.safetensors"
+
+
+@dataclass
+class Regularizer:
+    kind: str = "none"
+    kl: KLToReference | None = None
+    anchor: AnchorPenalty | None = None
+    weight: float = 0.0
+    fisher: dict[str, torch.Tensor] | None = None  # ewc, until anchor_to
+
+    def anchor_to(self, lm: torch.nn.Module) -> None:
+        """Take the anchors from `lm`'s parameters as they will be trained (after wrapping)."""
+        if self.kind in ("ewc", "l2sp"):
+            self.anchor = AnchorPenalty(dict(lm.named_parameters()), self.weight, self.fisher)
+            self.fisher = None
+
+
+def build_regularizer(cfg, lm: torch.nn.Module, dist, run_dir: Path, general_windows: list,
+                      resuming: bool, chunk: int | None) -> Regularizer:
+    """The run's regularizer (cfg: cptkit.config.Config); `lm` is the unwrapped student on its device.
+
+    EWC and L2-SP get their anchors later, from `Regularizer.anchor_to` on the wrapped model."""
+    r = cfg.regularizer
+    if r.kind == "kl":
+        from cptkit.modeling import DTYPES, load_model
+
+        reference = load_model(cfg.model, master_dtype=DTYPES[r.reference_dtype]).to(dist.device)
+        kl = KLToReference(reference, r.weight, r.kl_on, r.kl_every, reverse=r.kl_direction == "reverse")
+        kl.chunked = bool(chunk)
+        log.info("regularizer kl: frozen %s reference (%s), %s KL, weight %g", r.reference_dtype,
+                 cfg.model.name_or_path, "reverse" if kl.reverse else "forward", r.weight)
+        return Regularizer("kl", kl=kl)
+    if r.kind == "l2sp":
+        return Regularizer("l2sp", weight=r.weight)
+    if r.kind == "ewc":
+        return Regularizer("ewc", weight=r.weight, fisher=_fisher(cfg, lm, dist, run_dir, general_windows, resuming, chunk))
+    return Regularizer()
+
+
+def _fisher(cfg, lm, dist, run_dir: Path, general_windows: list, resuming: bool, chunk: int | None) -> dict:
+    from cptkit.regularizers.fisher import estimate_fisher, load_fisher, save_fisher
+
+    r = cfg.regularizer
+    own = run_dir / FISHER_FILE
+    path = Path(r.fisher_path).expanduser() if r.fisher_path else (own if resuming and own.is_file() else None)
+    if path is not None:
+        fisher, meta = load_fisher(path, lm)
+        log.info("regularizer ewc: Fisher from %s (%s)", path, meta)
+        return fisher
+    fisher, meta = estimate_fisher(lm, general_windows, r.fisher_tokens, r.fisher_kind, cfg.train.seed,
+                                   dist, dist.accelerator.autocast, chunk)
+    meta = {**meta, "model": cfg.model.name_or_path}
+    if meta["tokens"] < r.fisher_tokens:
+        log.info("regularizer ewc: data.general holds %s training tokens, fewer than fisher_tokens %s; "
+                 "the Fisher is normalised by the %s seen", f"{meta['tokens']:,}", f"{r.fisher_tokens:,}",
+                 f"{meta['tokens']:,}")
+    if dist.is_main:
+        save_fisher(own, fisher, meta)
+    log.info("regularizer ewc: %s Fisher from %s tokens in %s sequences, saved to %s", r.fisher_kind,
+             f"{meta['tokens']:,}", meta["sequences"], own)
+    return fisher  # AnchorPenalty keeps the entries of trainable weights only
+
