@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cptkit.errors import RunFailure, UserError
@@ -105,12 +106,15 @@ def _written_whole(tmp: Path, final: Path):
     tmp.mkdir(parents=True)
     try:
         yield
-    except OSError as exc:
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        # torch.save reports a failed write as RuntimeError, safetensors as its own error type.
         shutil.rmtree(tmp, ignore_errors=True)
-        previous = latest_state(final.parent.parent) if final.parent.name == "checkpoints" else None
+        run_dir = final.parent.parent if final.parent.name == "checkpoints" else final.parent
+        previous = latest_state(run_dir)
         intact = f"the newest complete checkpoint, {previous}, is intact" if previous else "nothing was overwritten"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
         raise RunFailure(
-            f"could not write {final} ({exc.strerror or exc}); the partial copy was removed and {intact}. "
+            f"could not write {final} ({reason}); the partial copy was removed and {intact}. "
             "Free space, then continue with --resume."
         ) from None
 
@@ -155,6 +159,15 @@ def prune(run_dir: Path, keep_last: int, keep_best: int, metric_at: dict[int, fl
     for tmp in (run_dir / "checkpoints").glob(".tmp-*"):
         shutil.rmtree(tmp, ignore_errors=True)  # left by a crash during a save
     return removed
+
+
+def remove_partial_writes(run_dir: Path) -> None:
+    """Delete what a killed process left half-written: temporary and replaced folders."""
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if p.is_dir() and p.name.startswith((".tmp-", ".old-")):
+                    shutil.rmtree(p, ignore_errors=True)
 
 
 def export_model(

@@ -243,6 +243,14 @@ class TrainConfig:
     embedding_lr_scale: float = option(
         1.0, help="Learning-rate multiplier for the input embeddings (and a tied output layer), e.g. 0.1."
     )
+    max_bad_steps: int = option(
+        5,
+        help="A step with a NaN or Inf loss or gradient is skipped (no update) and counted; this many in a "
+        "row stop the run, leaving the newest checkpoint as it was.",
+    )
+    spike_factor: float = option(
+        3.0, help="Report a step whose loss exceeds this many times the mean of the last 50 steps; 0: off."
+    )
     gradient_checkpointing: bool = option(
         False,
         help="Recompute each decoder layer's activations during backward instead of keeping them: "

@@ -9,7 +9,11 @@ out-of-memory kill. Points (N is an optimizer step):
     save:N:written            checkpoint step N: every file written, the COMMITTED marker not yet
     save:N:committed          checkpoint step N: sealed in its temporary folder, not yet renamed
     export:NAME               while writing the exported model folder NAME (best, final)
-    prepare:SOURCE            while preparing source SOURCE, after its first batch of documents
+    prepare:parts:K           prepare: when K parts are finished
+    prepare:write:SOURCE      prepare: SOURCE's shards and manifest written, not yet moved into place
+
+`CPTKIT_NAN_STEPS=3,4` makes the loss of those optimizer steps NaN (and so their gradients), to
+test how the loop handles numerical faults (cptkit.train.guard).
 
 Unset (the normal case) every check is one dictionary lookup. The recovery tests in
 tests/integration/test_faults.py use these points; RELIABILITY.md lists the promises they check.
@@ -21,9 +25,16 @@ import os
 import signal
 
 _ENV = "CPTKIT_CRASH_AT"
+_NAN_ENV = "CPTKIT_NAN_STEPS"
 
 
 def crash_point(name: str) -> None:
     """Die here, at once, if CPTKIT_CRASH_AT names this point."""
     if os.environ.get(_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def nan_step(step: int) -> bool:
+    """True if CPTKIT_NAN_STEPS lists this optimizer step (counted from 1)."""
+    listed = os.environ.get(_NAN_ENV)
+    return bool(listed) and str(step) in listed.split(",")

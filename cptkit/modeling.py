@@ -48,6 +48,7 @@ def load_model(cfg: ModelConfig, master_dtype: torch.dtype = torch.float32):
             trust_remote_code=cfg.trust_remote_code,
             dtype=master_dtype,
             attn_implementation=cfg.attn_implementation,
+            use_safetensors=True,  # weights never come from a pickle (pytorch_model.bin)
         )
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise UserError(f"{_where(cfg)}: cannot load the model ({_first_line(exc)})") from None
@@ -64,9 +65,11 @@ def _check_weights(cfg: ModelConfig) -> None:
         return
     if not (folder / "config.json").is_file():
         raise UserError(f"{_where(cfg)}: {folder / 'config.json'} is missing; not a Hugging Face model folder")
-    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
-    if not weights:
-        raise UserError(f"{_where(cfg)}: no weights (*.safetensors) in {folder}")
+    if not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.glob("*.bin"))
+        hint = (f"; {', '.join(pickles)} is a pickle, which cptkit does not load since it can run code: "
+                "convert it to safetensors with a tool you trust") if pickles else ""
+        raise UserError(f"{_where(cfg)}: no weights (*.safetensors) in {folder}{hint}")
     from safetensors import safe_open
 
     for path in folder.glob("*.safetensors"):

@@ -6,7 +6,8 @@ batches (bounded memory whatever the part's size) and writes, into a temporary f
 renamed to `part-NNNNN` only when complete:
 
     docs.jsonl.gz     kept documents {"id", "text", meta fields...} in input order
-    dropped.jsonl.gz  documents dropped here, with the step and the reason
+    dropped.jsonl.gz  documents dropped here, with the step and the reason (scrubbed by the
+                      pipeline's pii step, if it has one, wherever they were dropped)
     tokens.bin        their token ids back to back ([start] + ids + [eos] each)
     arrays.npz        per kept document: token offsets, text bytes, held-out draw, reference-LM
                       perplexity and, when the task asks for signatures, exact hash and band keys
@@ -22,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,8 @@ import numpy as np
 
 from cptkit.data.documents import BadInput, Document
 from cptkit.data.parts import Part, read_part
-from cptkit.data.pipelines import StepSpec, build_steps, document_steps
+from cptkit.data.pii import Scrubber
+from cptkit.data.pipelines import StepSpec, build_steps, document_steps, find
 from cptkit.data.readers import Limits
 from cptkit.data.signatures import MinHasher, exact_hash, normalize
 from cptkit.data.steps import StepStats, run_steps
@@ -95,7 +98,9 @@ def process_part(task: PartTask) -> dict:
     hasher = MinHasher(*task.minhash) if task.minhash else None
     stats = {s.name: StepStats(s.name) for s in document_steps(list(task.steps))}
     stats["tokenize"] = StepStats("tokenize")
-    writer = _PartWriter(tmp, np.dtype(task.dtype), task.tokenizer, hasher)
+    pii_params = find(list(task.steps), "pii")
+    scrubber = _cached(f"scrub:{key}", lambda: Scrubber(pii_params)) if pii_params is not None else None
+    writer = _PartWriter(tmp, np.dtype(task.dtype), task.tokenizer, hasher, scrubber)
     bad = BadInput()
     lim = Limits(task.source.text_field, task.source.id_field, task.max_bytes)
     docs = read_part(task.part, task.source, lim, bad, task.name, task.where)
@@ -133,8 +138,10 @@ def _batches(docs):
 class _PartWriter:
     """Appends a part's kept documents, their tokens and signatures; records its drops."""
 
-    def __init__(self, folder: Path, dtype: np.dtype, spec: TokenizerSpec, hasher: MinHasher | None):
+    def __init__(self, folder: Path, dtype: np.dtype, spec: TokenizerSpec, hasher: MinHasher | None,
+                 scrubber: Scrubber | None = None):
         self.folder, self.dtype, self.spec, self.hasher = folder, dtype, spec, hasher
+        self.scrubber = scrubber
         self.docs = gzip.open(folder / "docs.jsonl.gz", "wt", encoding="utf-8", compresslevel=1)
         self.dropped = gzip.open(folder / "dropped.jsonl.gz", "wt", encoding="utf-8", compresslevel=1)
         self.tokens = open(folder / "tokens.bin", "wb")
@@ -162,7 +169,10 @@ class _PartWriter:
         )
 
     def drop(self, doc: Document, step: str, reason: str) -> None:
-        record = {"id": doc.id, "text": doc.text, "step": step, "reason": reason}
+        # A document dropped before the pipeline's pii step is scrubbed all the same: personal
+        # data and secrets reach no output file (these replacements are not counted).
+        text = self.scrubber.scrub(doc.text, Counter()) if self.scrubber is not None else doc.text
+        record = {"id": doc.id, "text": text, "step": step, "reason": reason}
         self.dropped.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def add(self, docs: list[Document], encoded: list[list[int]], tally: StepStats) -> None:

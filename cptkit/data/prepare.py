@@ -41,6 +41,7 @@ from cptkit.data.pipelines import CORPUS_WIDE, StepSpec, parse_pipeline
 from cptkit.data.shards import token_dtype, windows_in
 from cptkit.data.tokenize import TokenizerSpec
 from cptkit.errors import UserError
+from cptkit.faults import crash_point
 from cptkit.schema import to_dict
 
 log = logging.getLogger(__name__)
@@ -231,6 +232,7 @@ def _run_parts(cfg, plans, files, keys, spec, dtype: str, force: bool, decon: bo
     for done, result in enumerate(run_tasks(tasks, cfg.data.executor, workers, cfg.data.ray_address), start=1):
         log.info("part %d/%d done: %s documents read, %s kept (%.0f s)", done, len(tasks),
                  f"{result['read']:,}", f"{result['kept']:,}", time.time() - started)
+        crash_point(f"prepare:parts:{done}")
     for unit in units.values():
         unit.load()
     return units
@@ -288,6 +290,7 @@ def _write(cfg, unit: Unit, units, files, key, spec, vocab, root) -> dict:
     }
     _write_json(tmp / "manifest.json", manifest)
     _fsync_tree(tmp)
+    crash_point(f"prepare:write:{plan.name}")
     final = root / plan.name
     if final.exists():
         shutil.rmtree(final)

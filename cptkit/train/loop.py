@@ -18,6 +18,7 @@ from cptkit import checkpoint
 from cptkit.evaluation.perplexity import evaluate
 from cptkit.evaluation.probes import score_probe_sets
 from cptkit.evaluation.summary import complete_summary
+from cptkit.faults import crash_point, nan_step
 from cptkit.train.optim import set_lr
 from cptkit.train.setup import Run, build_run
 
@@ -59,6 +60,8 @@ def train(cfg, resume: bool | str = False) -> dict:
                     ref = kl.reference(inputs, replay, kl_coef) if kl is not None else None
                     out = model(**inputs, ref=ref) if ref is not None else model(**inputs)
                 loss_sum, row_sums, row_counts = out[:3]
+                if nan_step(run.step + 1):  # fault injection for the tests (cptkit.faults)
+                    loss_sum, row_sums = loss_sum * float("nan"), row_sums * float("nan")
                 acc.backward(loss_sum * scale)
             if ref is not None:
                 kl_sum += out[3].double()
@@ -69,15 +72,19 @@ def train(cfg, resume: bool | str = False) -> dict:
         penalty = run.regularizer.anchor.add_to_grads() if run.regularizer.anchor is not None else None
         max_norm = cfg.train.max_grad_norm or float("inf")
         grad_norm = run.dist.clip_grad_norm(model, max_norm)
-        optimizer.step()
+        by_role = run.dist.all_reduce_sum(by_role)
+        loss = float(by_role[:, 0].sum() / by_role[:, 1].sum().clamp(min=1))
+        # Loss and gradient norm are global, so every process takes the same decision.
+        bad = run.guard.bad_reason(loss, grad_norm)
+        if bad is None:
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         run.step += 1
         run.tokens += plan.tokens_per_step
-        by_role = run.dist.all_reduce_sum(by_role)
+        crash_point(f"step:{run.step}")
         kl_mean = float(run.dist.all_reduce_sum(kl_sum)) / kl_targets if kl is not None else None
         elapsed = time.perf_counter() - started
         run.train_wall += elapsed
-        loss = float(by_role[:, 0].sum() / by_role[:, 1].sum().clamp(min=1))
         record = {
             "step": run.step,
             "tokens": run.tokens,
@@ -94,8 +101,14 @@ def train(cfg, resume: bool | str = False) -> dict:
         }
         if run.regularizer.kl is not None:
             record["kl"] = kl_mean  # unweighted token-mean KL; null on steps that skip it
-        if run.step % cfg.train.log_every == 0 or run.step == total:
+        if bad is not None:
+            record["skipped"] = bad
+        elif run.guard.applied(run.step, loss):
+            record["spike"] = True
+        if run.step % cfg.train.log_every == 0 or run.step == total or bad is not None or "spike" in record:
             run.log_metrics(record)
+        if bad is not None:
+            run.guard.skipped(run.step, bad, checkpoint.latest_state(run.dir))
         progress.update(run.step, loss, record["tokens_per_s"])
         evaluated = False
         if run.step % cfg.eval.every_steps == 0 or run.step == total or (
@@ -155,6 +168,7 @@ def run_eval(run: Run) -> dict:
         world_size=run.dist.world_size,
         document_masking=cfg.train.document_masking,
     )
+    crash_point(f"eval:{run.step}")
     if run.probe_sets:
         # Every process scores the same probes on whole weights (gathered under FSDP).
         scores, rows = run.dist.call_gathered(

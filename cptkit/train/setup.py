@@ -36,6 +36,7 @@ from cptkit.regularizers.build import Regularizer, build_regularizer
 from cptkit.schema import to_dict
 from cptkit.train.batches import TrainStream
 from cptkit.train.freezing import apply_freezing
+from cptkit.train.guard import StepGuard
 from cptkit.train.logs import JsonLines, Progress, truncate_after
 from cptkit.train.losses import CausalLMLoss, check_chunked_head
 from cptkit.train.optim import build_optimizer
@@ -45,7 +46,7 @@ log = logging.getLogger("cptkit")
 # Config keys that shape the sample stream or the optimisation; resuming with any of them
 # changed would silently produce a different run, so it is refused.
 RUN_DEFINING = ("model.name_or_path", "data", "mix", "train", "regularizer")
-HOW_NOT_WHAT = ("log_every", "distributed", "gradient_checkpointing", "compile")
+HOW_NOT_WHAT = ("log_every", "distributed", "gradient_checkpointing", "compile", "max_bad_steps", "spike_factor")
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Run:
     base: dict | None = None
     last_eval: dict | None = None
     metric_at: dict[int, float | None] = field(default_factory=dict)
+    guard: StepGuard = field(default_factory=lambda: StepGuard(5, 0.0))
 
     @property
     def lm(self) -> torch.nn.Module:
@@ -116,6 +118,7 @@ class Run:
             "metric_at": {str(k): v for k, v in self.metric_at.items()},
             "run_defining": run_defining(self.cfg),
             "world_size": self.dist.world_size,
+            "guard": self.guard.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -124,6 +127,7 @@ class Run:
         self.stream.load_state_dict(state["stream"])
         self.best, self.base, self.last_eval = state["best"], state["base"], state["last_eval"]
         self.metric_at = {int(k): v for k, v in state["metric_at"].items()}
+        self.guard.load_state_dict(state["guard"])
 
     def summary(self) -> dict:
         def metrics_of(record: dict | None) -> dict:
@@ -139,6 +143,9 @@ class Run:
             "wall_s": round(self.wall_s(), 2),
             "train_wall_s": round(self.train_wall, 2),
             "world_size": self.dist.world_size,
+            "skipped_steps": self.guard.bad_steps,
+            "loss_spikes": self.guard.spikes,
+            "trust_remote_code": self.cfg.model.trust_remote_code,
         }
 
     def close(self) -> None:
@@ -196,6 +203,7 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
     manifests = prepared_data(cfg, dist)
     plan = make_plan(cfg, manifests, dist.world_size)
     if dist.is_main:
+        checkpoint.remove_partial_writes(run_dir)
         save_config(cfg, run_dir / "config.yaml")
         log.info("run folder %s: %s steps of %s tokens", run_dir, f"{plan.total_steps:,}", f"{plan.tokens_per_step:,}")
     torch.manual_seed(cfg.train.seed)
@@ -233,6 +241,8 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
         cfg=cfg, dir=run_dir, dist=dist, plan=plan, model=module, optimizer=optimizer, tokenizer=tokenizer,
         stream=stream, eval_sets=eval_sets(cfg, manifests), replay_names=set(plan.general_names),
         save_dtype=DTYPES[cfg.model.dtype], probe_sets=probe_sets, regularizer=regularizer,
+        guard=StepGuard(cfg.train.max_bad_steps, cfg.train.spike_factor,
+                        scaled_fp16=getattr(dist.accelerator, "scaler", None) is not None),
     )
     if target is not None:
         weights, optimizer_state, state = checkpoint.load_state(target)
