@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -125,7 +126,11 @@ def load_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
         raise UserError(f"{folder}: not a complete checkpoint (no valid {COMMIT} marker)")
     weights = load_file(str(folder / "model.safetensors"))
     # weights_only: the optimizer state is plain tensors, numbers and names; nothing else is unpickled.
-    optimizer_state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
+    try:
+        optimizer_state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise UserError(f"{folder / 'optimizer.pt'}: not a plain optimizer state (refused: "
+                        f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]})") from None
     set_rng_state(load_file(str(folder / "rng.safetensors")))
     return weights, optimizer_state, json.loads((folder / "trainer_state.json").read_text())
 

@@ -431,7 +431,7 @@ def load_config(
         set_dotted(data, key, value)
     problems: list[str] = []
     cfg = parse(Config, data, "", problems)
-    if cfg is INVALID:
+    if cfg is INVALID or problems:  # value checks need every type right (INVALID may sit in a dict)
         raise UserError(f"{path or 'config'}: {len(problems)} problem(s):", problems)
     problems += check(cfg, base_dir=Path(path).parent if path else Path.cwd(), check_paths=check_paths)
     if problems:

@@ -57,6 +57,14 @@ def _meta(run: RunData) -> str:
         parts.append(f"lr {fmt(train.get('lr'))} ({html.escape(str(train.get('schedule')))})")
     if mix.get("replay_ratio") is not None:
         parts.append(f"replay ratio {fmt(mix.get('replay_ratio'))}")
+    # Whether the model's own Python code from its folder or the hub ran in this process.
+    remote = bool(cfg.get("model", {}).get("trust_remote_code", False))
+    parts.append("trust_remote_code on: code from the model's folder ran" if remote else "trust_remote_code off")
+    if s.get("skipped_steps"):
+        parts.append(f"{len(s['skipped_steps'])} step(s) skipped for non-finite loss or gradient")
+    if s.get("loss_spikes"):
+        parts.append(f"{len(s['loss_spikes'])} loss spike(s) at step(s) "
+                     f"{', '.join(str(x['step']) for x in s['loss_spikes'][:10])}")
     return f"<p class='note'>{'; '.join(parts)}</p>"
 
 

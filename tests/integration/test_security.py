@@ -67,6 +67,9 @@ def test_injected_secrets_appear_in_no_output(tmp_path, tiny_model, corpus):
     assert any(name.endswith(".bin") for name in searched), "the token shards were not searched"
     leaks = [(name, s) for name, text in searched.items() for s in SECRETS if s in text]
     assert not leaks, f"secrets found in outputs: {leaks[:5]}"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["trust_remote_code"] is False
+    assert "trust_remote_code off" in (tmp_path / "run" / "report.html").read_text()
     # The scrubbed text is what was trained on: the placeholders are there instead.
     assert any("<SECRET>" in text for name, text in searched.items() if "curated" in name)
 

@@ -1,5 +1,7 @@
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cptkit.config import Config, load_config
 from cptkit.errors import UserError
@@ -109,3 +111,31 @@ def test_reference_documents_every_field():
     assert {"model.name_or_path", "train.lr", "data.domain.text_field", "checkpoint.keep_best"} <= keys
     undocumented = [r[0] for r in rows if not r[3]]
     assert undocumented == []
+
+
+# Every key of the config, given values of every kind: either a config or a UserError, never a crash.
+KEYS = [key for key, *_ in reference(Config)]
+wrong_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(key=st.sampled_from(KEYS), value=wrong_values)
+def test_any_value_for_any_key_is_accepted_or_named(tmp_path_factory, key, value):
+    path = minimal(tmp_path_factory.mktemp("c"))
+    raw = yaml.safe_load(path.read_text())
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {}) if isinstance(node.get(part, {}), dict) else {}
+    node[leaf] = value
+    path.write_text(yaml.safe_dump(raw))
+    try:
+        load_config(path)
+    except UserError as exc:
+        # Each problem names the dotted key it is about (a section, or the key itself).
+        assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
+        assert any(p.startswith(key.split(".")[0]) for p in exc.problems), exc.problems

@@ -59,3 +59,4 @@ def test_model_without_layer_classes_cannot_compile():
     model._no_split_modules = None
     with pytest.raises(UserError, match="train.compile: found no decoder layers"):
         prepare_for_training(model, gradient_checkpointing=False, compile=True)
+
