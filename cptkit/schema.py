@@ -94,13 +94,16 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
         if not isinstance(value, list):
             problems.append(f"{path}: must be {_type_name(tp)}, got {_describe(value)}")
             return INVALID
-        return [_convert(item_tp, v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        # A wrong item is reported and left out, so that the value checks can still run.
+        items = [_convert(item_tp, v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        return [v for v in items if v is not INVALID]
     if origin is dict:
         _, item_tp = typing.get_args(tp)
         if not isinstance(value, dict):
             problems.append(f"{path}: must be {_type_name(tp)}, got {_describe(value)}")
             return INVALID
-        return {str(k): _convert(item_tp, v, f"{path}.{k}", problems) for k, v in value.items()}
+        items = {str(k): _convert(item_tp, v, f"{path}.{k}", problems) for k, v in value.items()}
+        return {k: v for k, v in items.items() if v is not INVALID}
     if dataclasses.is_dataclass(tp):
         return _convert_dataclass(tp, value, path, problems)
     return _convert_scalar(tp, value, path, problems)

@@ -60,6 +60,10 @@ def _meta(run: RunData) -> str:
     # Whether the model's own Python code from its folder or the hub ran in this process.
     remote = bool(cfg.get("model", {}).get("trust_remote_code", False))
     parts.append("trust_remote_code on: code from the model's folder ran" if remote else "trust_remote_code off")
+    budget = s.get("forgetting_budget")
+    if budget:
+        parts.append(f"forgetting budget +{100 * budget['budget']:.1f}% general ppl ({budget['action']}): "
+                     f"{len(budget['rollbacks'])} rollback(s)" + (f"; {budget['stopped']}" if budget["stopped"] else ""))
     if s.get("skipped_steps"):
         parts.append(f"{len(s['skipped_steps'])} step(s) skipped for non-finite loss or gradient")
     if s.get("loss_spikes"):

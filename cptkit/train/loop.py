@@ -19,6 +19,7 @@ from cptkit.evaluation.perplexity import evaluate
 from cptkit.evaluation.probes import score_probe_sets
 from cptkit.evaluation.summary import complete_summary
 from cptkit.faults import crash_point, nan_step
+from cptkit.train.budget import boosted
 from cptkit.train.optim import set_lr
 from cptkit.train.setup import Run, build_run
 
@@ -31,12 +32,14 @@ def train(cfg, resume: bool | str = False) -> dict:
     device = run.dist.device
     if run.step == 0:
         run_eval(run)  # step 0: the untouched base model, before any update
+        if run.budget.active and run.budget.action == "rollback":
+            save(run, evaluated=True)  # the base model: a rollback target that is always within budget
     model.train()
     progress = run.progress()
     total = plan.total_steps
     while run.step < total:
         started = time.perf_counter()
-        lr = plan.schedule(run.step)
+        lr = plan.schedule(run.step) * run.budget.lr_scale
         set_lr(optimizer, lr)
         rows = run.stream.next_step(plan.rows_per_step, progress=plan.progress(run.step))
         micro_batches = run.stream.micro_batches(rows, plan.micro_batch_size, run.dist.world_size, run.dist.rank)
@@ -112,10 +115,16 @@ def train(cfg, resume: bool | str = False) -> dict:
         progress.update(run.step, loss, record["tokens_per_s"])
         evaluated = False
         if run.step % cfg.eval.every_steps == 0 or run.step == total or (
-            run.step % cfg.checkpoint.every_steps == 0 and cfg.checkpoint.keep_best
+            run.step % cfg.checkpoint.every_steps == 0 and (cfg.checkpoint.keep_best or run.budget.active)
         ):
-            run_eval(run)
+            record = run_eval(run)
             evaluated = True
+            if not record.get("within_budget", True):
+                action = over_budget(run, record)
+                if action == "stop":
+                    break  # final/ and summary.json are written as for a finished run
+                if action == "rollback":
+                    continue  # the loop goes on from the restored step
         if run.step % cfg.checkpoint.every_steps == 0 or run.step == total:
             save(run, evaluated)
     progress.close()
@@ -179,9 +188,16 @@ def run_eval(run: Run) -> dict:
         run.log_probes(rows)
     run.model.train()
     record = {"step": run.step, "tokens": run.tokens, **results}
-    run.log_eval(record)
     metric = results.get(cfg.checkpoint.metric)
-    run.metric_at[run.step] = metric
+    within = run.budget.within(run.base if run.step else record, results)
+    if run.budget.active:
+        record["general_rise"] = run.budget.rise(run.base if run.step else record, results)
+        record["within_budget"] = within
+    run.log_eval(record)
+    # An evaluation over the forgetting budget can be neither best/ nor a kept best checkpoint.
+    run.metric_at[run.step] = metric if within else None
+    if not within:
+        metric = None
     if metric is not None and metric == metric and (run.best is None or metric < run.best[cfg.checkpoint.metric]):
         run.best = record
         weights, _ = run.dist.full_state(run.model)  # every process: FSDP gathers the shards
@@ -195,6 +211,51 @@ def run_eval(run: Run) -> dict:
     return record
 
 
+def over_budget(run: Run, record: dict) -> str:
+    """Act on an evaluation over the forgetting budget; return the action taken."""
+    budget, step = run.budget, run.step
+    action = budget.next_action()
+    rise = record["general_rise"]
+    if action == "keep_going":
+        log.info("step %d: general perplexity %+.1f%% over the base, beyond the budget %+.1f%%; "
+                 "best/ stays within budget", step, 100 * rise, 100 * budget.budget)
+        return action
+    if action == "rollback":
+        states = checkpoint.committed_states(run.dir) if run.dist.is_main else []
+        committed = run.dist.broadcast_object([checkpoint.step_of(p) for p in states])
+        target = budget.rollback_target(run.metric_at, committed, step)
+        if target is None:
+            action = "stop"
+        else:
+            rollback(run, target, rise)
+            return action
+    budget.stopped = (f"step {step}: general perplexity {100 * rise:+.1f}% over the base model, beyond the "
+                      f"forgetting budget of {100 * budget.budget:+.1f}%")
+    log.warning("%s; stopping (train.forgetting_action %s%s)", budget.stopped, budget.action,
+                f", {len(budget.rollbacks)} rollbacks done" if budget.rollbacks else "")
+    return "stop"
+
+
+def rollback(run: Run, target: int, rise: float) -> None:
+    """Restore the checkpoint at step `target` and continue with a lower LR and more replay."""
+    at = run.step
+    folder = run.dir / "checkpoints" / f"step-{target}"
+    # The rollback history survives the restore, and so does best/: it holds the best weights
+    # within budget whichever path reached them.
+    kept, best = run.budget.state_dict(), run.best
+    weights, optimizer_state, state = checkpoint.load_state(folder)
+    run.dist.load_full_state(run.model, run.optimizer, weights, optimizer_state, where=str(folder))
+    run.load_state_dict(state)
+    run.budget.load_state_dict(kept)
+    run.best = best
+    record = run.budget.adjust(at, target, rise)
+    run.stream.mixer.shares = boosted(run.plan.shares, run.budget.replay_boost)
+    run.rewind_logs()
+    log.warning("step %d: general perplexity %+.1f%% over the base model, beyond the forgetting budget %+.1f%%: "
+                "rolled back to step %d; lr x%g, replay +%.2f from now on", at, 100 * rise,
+                100 * run.budget.budget, target, record["lr_scale"], record["replay_boost"])
+
+
 def save(run: Run, evaluated: bool) -> None:
     cfg = run.cfg
     weights, optimizer_state = run.dist.full_state(run.model, run.optimizer)  # every process takes part
@@ -205,6 +266,8 @@ def save(run: Run, evaluated: bool) -> None:
             cfg.checkpoint.keep_last,
             cfg.checkpoint.keep_best,
             {s: m for s, m in run.metric_at.items() if m is not None and m == m},
+            # The base model's state at step 0 is the rollback target of last resort.
+            always={0} if run.budget.active and run.budget.action == "rollback" else set(),
         )
         log.info("step %d: saved %s", run.step, path)
     run.dist.barrier()

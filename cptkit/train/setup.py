@@ -35,6 +35,7 @@ from cptkit.planning import RunPlan, make_plan
 from cptkit.regularizers.build import Regularizer, build_regularizer
 from cptkit.schema import to_dict
 from cptkit.train.batches import TrainStream
+from cptkit.train.budget import ForgettingBudget, boosted
 from cptkit.train.freezing import apply_freezing
 from cptkit.train.guard import StepGuard
 from cptkit.train.logs import JsonLines, Progress, truncate_after
@@ -77,6 +78,7 @@ class Run:
     last_eval: dict | None = None
     metric_at: dict[int, float | None] = field(default_factory=dict)
     guard: StepGuard = field(default_factory=lambda: StepGuard(5, 0.0))
+    budget: ForgettingBudget = field(default_factory=lambda: ForgettingBudget(None))
 
     @property
     def lm(self) -> torch.nn.Module:
@@ -119,6 +121,7 @@ class Run:
             "run_defining": run_defining(self.cfg),
             "world_size": self.dist.world_size,
             "guard": self.guard.state_dict(),
+            "budget": self.budget.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -128,6 +131,8 @@ class Run:
         self.best, self.base, self.last_eval = state["best"], state["base"], state["last_eval"]
         self.metric_at = {int(k): v for k, v in state["metric_at"].items()}
         self.guard.load_state_dict(state["guard"])
+        self.budget.load_state_dict(state["budget"])
+        self.stream.mixer.shares = boosted(self.plan.shares, self.budget.replay_boost)
 
     def summary(self) -> dict:
         def metrics_of(record: dict | None) -> dict:
@@ -146,7 +151,17 @@ class Run:
             "skipped_steps": self.guard.bad_steps,
             "loss_spikes": self.guard.spikes,
             "trust_remote_code": self.cfg.model.trust_remote_code,
+            "forgetting_budget": self.budget.summary(),
         }
+
+    def rewind_logs(self) -> None:
+        """Cut the line files back to the current step (after a rollback) and keep appending."""
+        if not self.dist.is_main:
+            return
+        for attr, name in (("metrics", "metrics.jsonl"), ("evals", "eval.jsonl"), ("probe_log", "probes.jsonl")):
+            getattr(self, attr).close()
+            truncate_after(self.dir / name, self.step)
+            setattr(self, attr, JsonLines(self.dir / name, fresh=False))
 
     def close(self) -> None:
         for f in (self.metrics, self.evals, self.probe_log):
@@ -243,6 +258,8 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
         save_dtype=DTYPES[cfg.model.dtype], probe_sets=probe_sets, regularizer=regularizer,
         guard=StepGuard(cfg.train.max_bad_steps, cfg.train.spike_factor,
                         scaled_fp16=getattr(dist.accelerator, "scaler", None) is not None),
+        budget=ForgettingBudget(cfg.train.forgetting_budget, cfg.train.forgetting_action,
+                                cfg.train.rollback_lr_factor, cfg.train.rollback_replay, cfg.train.max_rollbacks),
     )
     if target is not None:
         weights, optimizer_state, state = checkpoint.load_state(target)

@@ -1,0 +1,55 @@
+"""The forgetting budget on a real run: a model that knows the general text, continued on code."""
+
+import json
+
+import pytest
+
+from tests.helpers import cptkit, make_config, read_jsonl, write_config
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, tiny_model, corpus):
+    """The tiny model after 40 steps on the general text only, so code training makes it forget."""
+    tmp = tmp_path_factory.mktemp("pretrained")
+    cfg = make_config(tmp, tiny_model, corpus, train={"max_steps": 40, "lr": 1e-2},
+                      checkpoint={"every_steps": 40, "keep_best": 0}, eval={"every_steps": 40, "probes": {}})
+    cfg["data"]["domain"] = cfg["data"].pop("general")
+    cfg["mix"] = {}
+    assert cptkit("train", str(write_config(tmp / "pre.yaml", cfg))).returncode == 0
+    return tmp / "run" / "final"
+
+
+def continued(tmp_path, pretrained, corpus, action):
+    cfg = make_config(tmp_path, pretrained, corpus, mix={"replay_ratio": 0.05},
+                      train={"max_steps": 12, "lr": 1e-2, "forgetting_budget": 0.05, "forgetting_action": action},
+                      checkpoint={"every_steps": 4, "keep_last": 1, "keep_best": 1}, eval={"every_steps": 4, "probes": {}})
+    out = cptkit("train", str(write_config(tmp_path / "run.yaml", cfg)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    return out, summary, read_jsonl(tmp_path / "run" / "eval.jsonl")
+
+
+def test_rollback_keeps_every_evaluation_within_budget(tmp_path, pretrained, corpus):
+    out, summary, evals = continued(tmp_path, pretrained, corpus, "rollback")
+    budget = summary["forgetting_budget"]
+    assert budget["rollbacks"], "the first steps at lr 1e-2 on code should exceed a 5% budget"
+    first = budget["rollbacks"][0]
+    assert first["general_rise"] > 0.05 and first["lr_scale"] == 0.5 and first["replay_boost"] == 0.05
+    assert f"rolled back to step {first['to_step']}" in out.stderr
+    # The logs read as the path the run took: every step once, every evaluation within budget.
+    assert [e["step"] for e in evals] == [0, 4, 8, 12]
+    assert all(e["within_budget"] and e["general_rise"] <= 0.05 for e in evals)
+    assert [m["step"] for m in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == list(range(1, 13))
+    assert summary["best"]["general_ppl"] <= 1.05 * summary["base"]["general_ppl"]
+    # The base model's state stays as the last-resort rollback target.
+    assert (tmp_path / "run" / "checkpoints" / "step-0").is_dir()
+
+
+def test_stop_ends_the_run_at_the_first_evaluation_over_budget(tmp_path, pretrained, corpus):
+    out, summary, evals = continued(tmp_path, pretrained, corpus, "stop")
+    stopped = summary["forgetting_budget"]["stopped"]
+    assert stopped.startswith("step 4: general perplexity") and "beyond the forgetting budget of +5.0%" in stopped
+    assert summary["steps"] == 4 and not evals[-1]["within_budget"]
+    # best/ is the base model: nothing later was within budget.
+    assert summary["best"]["step"] == 0
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
