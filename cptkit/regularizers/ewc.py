@@ -35,10 +35,23 @@ def penalty(theta: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor],
 def penalty_and_grad(theta: torch.Tensor, anchor: torch.Tensor, fisher: torch.Tensor | None,
                      weight: float) -> tuple[float, torch.Tensor]:
     """One tensor's penalty and its gradient weight * F * (theta - anchor), in float32."""
+    value, grad = _penalty_and_grad(theta, anchor, fisher, weight)
+    return float(_whole(value)), grad
+
+
+def _penalty_and_grad(theta, anchor, fisher, weight):
+    """As penalty_and_grad, the value left as a tensor: a partial sum per process under FSDP."""
     diff = theta.detach().float() - anchor
     grad = diff * fisher if fisher is not None else diff.clone()
-    value = 0.5 * weight * float(torch.dot(grad.flatten(), diff.flatten()))
+    value = 0.5 * weight * (grad * diff).sum()
     return value, grad.mul_(weight)
+
+
+def _whole(value: torch.Tensor) -> torch.Tensor:
+    """The sum over every process's shards (one collective), or the value itself unsharded."""
+    from torch.distributed.tensor import DTensor
+
+    return value.full_tensor() if isinstance(value, DTensor) else value
 
 
 class AnchorPenalty:
@@ -57,21 +70,22 @@ class AnchorPenalty:
     @torch.no_grad()
     def add_to_grads(self) -> float:
         """Add the penalty's gradient to every trainable weight's .grad; return the penalty."""
-        total = 0.0
+        total = None
         for name, p in self.params.items():
             f = self.fisher[name] if self.fisher is not None else None
-            value, grad = penalty_and_grad(p, self.anchors[name], f, self.weight)
-            total += value
+            value, grad = _penalty_and_grad(p, self.anchors[name], f, self.weight)
+            total = value if total is None else total + value
             if p.grad is None:
                 p.grad = grad.to(p.dtype)
             else:
                 p.grad.add_(grad.to(p.grad.dtype))
-        return total
+        return 0.0 if total is None else float(_whole(total))
 
     @torch.no_grad()
     def value(self) -> float:
-        return sum(penalty_and_grad(p, self.anchors[n], None if self.fisher is None else self.fisher[n],
-                                    self.weight)[0] for n, p in self.params.items())
+        values = [_penalty_and_grad(p, self.anchors[n], None if self.fisher is None else self.fisher[n],
+                                    self.weight)[0] for n, p in self.params.items()]
+        return float(_whole(sum(values))) if values else 0.0
 
 
 def _like(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:

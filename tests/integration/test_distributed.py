@@ -38,18 +38,21 @@ class Runs:
         self.tmp, self.tiny_model, self.corpus = tmp, tiny_model, corpus
         self.done: dict[str, Path] = {}
 
-    def config(self, name: str, distributed: dict, **train) -> Path:
+    def config(self, name: str, distributed: dict, regularizer: dict | None = None, **train) -> Path:
         cfg = make_config(self.tmp, self.tiny_model, self.corpus,
                           train={"max_steps": STEPS, "micro_batch_size": 2, "distributed": distributed, **train},
                           checkpoint={"every_steps": EVERY, "keep_last": 2, "keep_best": 0},
                           eval={"every_steps": EVERY}, output_dir=str(self.tmp / name))
         cfg["data"]["prepared_dir"] = str(self.tmp / "shards")  # every run reads the same shards
+        if regularizer:
+            cfg["regularizer"] = regularizer
         return write_config(self.tmp / f"{name}.yaml", cfg)
 
     def get(self, name: str, processes: int, distributed: dict | None = None, resume: Path | None = None,
-            dtype: str = "float32", **train) -> Path:
+            dtype: str = "float32", regularizer: dict | None = None, **train) -> Path:
         if name not in self.done:
-            args = ["train", str(self.config(name, distributed or {}, **train)), "--set", f"model.dtype={dtype}"]
+            args = ["train", str(self.config(name, distributed or {}, regularizer, **train)),
+                    "--set", f"model.dtype={dtype}"]
             if resume is not None:
                 args += ["--resume", str(resume)]
             done = launch(processes, *args)
@@ -134,3 +137,15 @@ def test_one_process_state_resumes_in_two_hybrid_sharded_processes(runs, referen
     assert_follows(run, reference, runs.tiny_model, first_step=EVERY + 1)
     assert "hybrid sharding, 2 replica(s) of 1-process shard groups" in runs.log("one-to-hybrid")
     assert "resuming a 1-process state with 2 process(es)" in runs.log("one-to-hybrid")
+
+
+def test_l2sp_anchors_are_sharded_with_the_weights_under_fsdp(runs):
+    """The penalty's anchors follow the FSDP shards: penalty and losses match one process."""
+    l2sp = {"kind": "l2sp", "weight": 1.0}
+    one = runs.get("l2sp-one", 1, regularizer=l2sp)
+    two = runs.get("l2sp-fsdp", 2, {"strategy": "fsdp"}, regularizer=l2sp)
+    assert_follows(two, one, runs.tiny_model)
+    a, b = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
+    assert a[0]["loss_reg"] == b[0]["loss_reg"] == 0.0
+    assert all(abs(x["loss_reg"] - y["loss_reg"]) <= 1e-3 * x["loss_reg"] + 1e-9 for x, y in zip(a, b))
+    assert a[-1]["loss_reg"] > 0
