@@ -25,41 +25,29 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from cptkit.durable import fsync_dir, fsync_file
 from cptkit.errors import RunFailure, UserError
 from cptkit.faults import crash_point
 
 COMMIT = "COMMITTED"
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _commit(tmp: Path, final: Path, point: str) -> None:
     """Seal `tmp` with a marker and move it to `final` atomically (replacing an older one)."""
     files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
     for name in files:
-        _fsync_file(tmp / name)
+        fsync_file(tmp / name)
     crash_point(f"{point}:written")
     marker = tmp / COMMIT
     marker.write_text(json.dumps({"files": files}, indent=1))
-    _fsync_file(marker)
-    _fsync_dir(tmp)
+    fsync_file(marker)
+    fsync_dir(tmp)
     crash_point(f"{point}:committed")
     old = final.with_name(f".old-{final.name}-{os.getpid()}")
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -40,6 +40,7 @@ from cptkit.data.parts import Part, plan_parts
 from cptkit.data.pipelines import CORPUS_WIDE, StepSpec, parse_pipeline
 from cptkit.data.shards import token_dtype, windows_in
 from cptkit.data.tokenize import TokenizerSpec
+from cptkit.durable import fsync_dir, fsync_tree
 from cptkit.errors import UserError
 from cptkit.faults import crash_point
 from cptkit.schema import to_dict
@@ -289,13 +290,13 @@ def _write(cfg, unit: Unit, units, files, key, spec, vocab, root) -> dict:
         "wall_s": round(time.time() - started, 3),
     }
     _write_json(tmp / "manifest.json", manifest)
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     crash_point(f"prepare:write:{plan.name}")
     final = root / plan.name
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     log.info(
         "%s: %s documents read, %s kept (%s train, %s held out), %s tokens, %s bad input records",
         plan.name, f"{read:,}", f"{kept:,}", f"{counts['train']:,}", f"{counts['eval']:,}",
@@ -311,23 +312,6 @@ def _write_json(path: Path, obj: dict) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
-    for path in [folder, *[p for p in folder.rglob("*") if p.is_dir()]]:
-        _fsync_dir(path)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def total_tokens(manifests: dict[str, dict], split: str = "train") -> dict[str, int]:
