@@ -16,8 +16,8 @@ and at random. Each selection, and the whole pool, is continued-pre-trained from
 the same number of steps (5% general replay), and evaluated before and after on `area`,
 `code` and `general` held-out text.
 
-    python benchmarks/selection.py --out runs/selection            # about 10-15 minutes on 2 CPU cores
-    python benchmarks/selection.py --out runs/selection --quick    # a few minutes, smaller everything
+    python benchmarks/selection.py --out runs/selection            # about 10-15 minutes on 2 busy CPU cores
+    python benchmarks/selection.py --out runs/selection --quick    # about 6 minutes: a smaller vocabulary, half the tokens
 
 Writes OUT/selection.md (the table) and OUT/selection.json.
 """
@@ -38,8 +38,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from cptkit.demo import DemoSize, build_base_init, build_corpora  # noqa: E402
 
 SIZES = {
-    "full": DemoSize(vocab=2048, hidden=96, layers=2, heads=2, seq_len=128, batch_rows=32, micro=16,
-                     pretrain_tokens=400_000, cpt_tokens=240_000, code_files=10_000, eval_tokens=16_000),
+    "full": DemoSize(vocab=2048, hidden=64, layers=2, heads=2, seq_len=128, batch_rows=16, micro=8,
+                     pretrain_tokens=200_000, cpt_tokens=120_000, code_files=10_000, eval_tokens=8_000),
     "quick": DemoSize(vocab=1024, hidden=64, layers=2, heads=2, seq_len=128, batch_rows=16, micro=8,
                       pretrain_tokens=100_000, cpt_tokens=60_000, code_files=10_000, eval_tokens=6_000),
 }
@@ -58,7 +58,7 @@ def split_corpora(folder: Path, general: Path, code: Path) -> dict[str, Path]:
     files = {n: open(folder / f"{n}.jsonl", "w", encoding="utf-8") for n in names}
     with open(code, encoding="utf-8") as fh:
         for line in fh:
-            doc_id, u = json.loads(line)["id"], None
+            doc_id = json.loads(line)["id"]
             u = bucket(doc_id)
             if doc_id.split("/")[0] in AREA:
                 name = "target" if u < 0.2 else "area" if u < 0.5 else "pool"

@@ -69,9 +69,8 @@ def run_name(replay: float, tokens: int) -> str:
 
 
 def proxy_config(raw: dict, overrides: list[str], folder: Path, shared_data: Path | None, replay: float, tokens: int):
-    data = copy.deepcopy(raw)
-    for key, value in parse_overrides(overrides):
-        set_dotted(data, key, value)
+    """The user's config (with its --set overrides) turned into one proxy run's."""
+    data = _with(raw, overrides)
     set_dotted(data, "mix.replay_ratio", replay)
     set_dotted(data, "mix.curriculum", None)
     set_dotted(data, "train.max_tokens", tokens)
@@ -106,6 +105,7 @@ def run_proxies(raw: dict, overrides: list[str], o: SweepOptions) -> list[dict]:
 
 
 def _with(raw: dict, overrides: list[str]) -> dict:
+    """A copy of the raw config with the --set overrides applied."""
     data = copy.deepcopy(raw)
     for key, value in parse_overrides(overrides):
         set_dotted(data, key, value)

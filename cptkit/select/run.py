@@ -238,7 +238,7 @@ def select(cfg: Config, o: SelectOptions, config_path: str | None = None) -> dic
     final = mix_scores(scores, weights) if o.by == "mix" else scores[o.by]
     keep = choose(final, sizes, o.fraction)
     written = write_kept(cfg, keep, o.out)
-    bytes_all = sizes if o.unit == "bytes" else None
+    byte_share = round(float(sizes[keep].sum() / sizes.sum()), 6) if o.unit == "bytes" else None
     manifest = {
         "method": o.by,
         "params": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(o).items()},
@@ -247,8 +247,7 @@ def select(cfg: Config, o: SelectOptions, config_path: str | None = None) -> dic
         "model": cfg.model.name_or_path if "novelty" in weights else None,
         "output": str(o.out),
         "documents": {"read": int(len(sizes)), "kept": written, "unscorable": int(np.isnan(final).sum())},
-        "kept_share": {"documents": round(written / len(sizes), 6),
-                       "bytes": round(float(sizes[keep].sum() / sizes.sum()), 6) if bytes_all is not None else None},
+        "kept_share": {"documents": round(written / len(sizes), 6), "bytes": byte_share},
         "scores": {name: {"all": quantiles(v), "kept": quantiles(v[keep])} for name, v in scores.items()},
         "bad_input": bad.to_json(),
         **extra,
