@@ -82,6 +82,15 @@ def fit(tokens, share, loss) -> tuple[Law, float]:
     return law, math.sqrt(2 * best_cost / len(y))
 
 
+def at_bounds(law: Law, rel: float = 1e-5) -> list[str]:
+    """Parameters the fit pushed onto a bound (within rel x max(1, |bound|)): a sign that the
+    law's form does not match the data, or that a term is not needed (B or C at 0)."""
+    values = np.array([getattr(law, k) for k in PARAMS])
+    near_low = values - LOWER <= rel * np.maximum(1.0, np.abs(LOWER))
+    near_high = UPPER - values <= rel * np.maximum(1.0, np.abs(UPPER))
+    return [k for k, h in zip(PARAMS, near_low | near_high) if h]
+
+
 def r_squared(actual, predicted) -> float | None:
     a, p = np.asarray(actual, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
     ss_tot = float(((a - a.mean()) ** 2).sum())

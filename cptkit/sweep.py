@@ -28,6 +28,9 @@ from cptkit.errors import UserError
 
 log = logging.getLogger("cptkit")
 
+# Below this held-out R^2 a fit does not predict unseen ratios well enough to choose one by it.
+RELIABLE_R2 = 0.9
+
 
 @dataclass
 class SweepOptions:
@@ -134,7 +137,7 @@ def fit_losses(records: list[dict]) -> dict:
                          "underdetermined; run more ratios or token counts"}
             continue
         law, rmse = mixlaw.fit(d, share, y)
-        out[name] = {"law": law, "params": law.to_json(), "rmse": rmse,
+        out[name] = {"law": law, "params": law.to_json(), "rmse": rmse, "at_bounds": mixlaw.at_bounds(law),
                      "r2_fit": mixlaw.r_squared(y, law(d, share)),
                      "held_out": mixlaw.held_out_ratios(d, share, y)}
     return out
@@ -169,6 +172,9 @@ def sweep(raw: dict, o: SweepOptions, overrides: list[str] | None = None, config
         grid = sorted(set(np.round(np.linspace(lo, hi, int(round((hi - lo) / 0.005)) + 1), 6).tolist()) | set(o.replay))
         predicted = mixlaw.recommend(fits["domain"]["law"], fits["general"]["law"], top,
                                      base["domain_loss"], base["general_loss"], o.budget, grid)
+        weak = [k for k in ("domain", "general")
+                if (fits[k]["held_out"]["r2"] is None or fits[k]["held_out"]["r2"] < RELIABLE_R2)]
+        predicted["weak_fits"] = weak
     result = {
         "config": config_path, "replay": sorted(set(o.replay)), "tokens": sorted(o.tokens), "budget": o.budget,
         "base": base, "base_spread": spread, "runs": records,
@@ -204,6 +210,8 @@ def table(result: dict) -> str:
         r2 = f"{held['r2']:.4f}" if held["r2"] is not None else f"n/a ({held['why']})"
         lines.append(f"{name} fit: {p}; rmse {f['rmse']:.4g}, R² (fit) {f['r2_fit']:.4f}, "
                      f"R² (each ratio held out in turn) {r2}")
+        if f["at_bounds"]:
+            lines.append(f"  {name} fit: {', '.join(f['at_bounds'])} at a bound of the fit")
     rec, budget = result["recommendation"], result["budget"]
     pred, meas = rec["predicted"], rec["measured"]
     if pred is None:
@@ -217,6 +225,9 @@ def table(result: dict) -> str:
         lines.append(f"predicted recommendation at {pred['tokens']:,.0f} tokens: replay {c['replay']:g} "
                      f"(domain loss {c['domain_loss']:.4f}, gain {c['domain_gain']:+.4f} nats; general ppl rise "
                      f"{c['general_rise']:+.2%} <= {budget:.1%})")
+    if pred is not None and pred["weak_fits"]:
+        lines.append(f"  warning: the {' and '.join(pred['weak_fits'])} fit predicts held-out ratios poorly "
+                     f"(R² < {RELIABLE_R2} or not measured); prefer the measured choice, or sweep more ratios")
     if meas is None:
         lines.append(f"measured: no run with the most tokens stays within {budget:.1%}")
     else:

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from cptkit.mixlaw import N_PARAMS, Law, fit, held_out_ratios, r_squared, recommend
+from cptkit.mixlaw import N_PARAMS, Law, at_bounds, fit, held_out_ratios, r_squared, recommend
 from cptkit.sweep import measured_choice
 
 SHARES = [0.05, 0.1, 0.25, 0.5, 0.75, 0.95, 1.0]
@@ -85,3 +85,9 @@ def test_measured_choice_reads_the_runs_with_the_most_tokens():
     c = measured_choice(runs, base, budget=0.05)
     assert c["replay"] == 0.25 and c["general_rise"] == pytest.approx(math.exp(0.04) - 1)
     assert measured_choice(runs, base, budget=0.0) is None
+
+
+def test_parameters_on_a_bound_are_named():
+    assert at_bounds(Law(E=1.5, B=50.0, beta=0.3, eta=0.5, C=0.3, gamma=0.8, epsilon=0.05)) == []
+    assert at_bounds(Law(E=0.0, B=6.0, beta=2.0, eta=5.0, C=0.3, gamma=0.8, epsilon=1e-4)) == [
+        "E", "beta", "eta", "epsilon"]
