@@ -82,6 +82,33 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_select(args: argparse.Namespace) -> int:
+    from cptkit.select.run import SelectOptions, parse_weights, select, table
+
+    cfg = _config(args)
+    out = Path(args.out) if args.out else Path(cfg.output_dir) / "selection" / "selected.jsonl"
+    options = SelectOptions(
+        fraction=args.fraction, by=args.by, out=out, target=Path(args.target) if args.target else None,
+        unit=args.unit, similarity=args.similarity, weights=parse_weights(args.weights),
+        batch_size=args.batch_size, max_tokens=args.max_tokens, window=args.window, seed=args.seed,
+    )
+    print(table(select(cfg, options, config_path=args.config)))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from cptkit.config import load_raw
+    from cptkit.sweep import SweepOptions, parse_numbers, sweep, table
+
+    cfg = _config(args)
+    options = SweepOptions(
+        replay=parse_numbers(args.replay, "--replay"), tokens=[int(t) for t in parse_numbers(args.tokens, "--tokens")],
+        budget=args.budget, out=Path(args.out) if args.out else Path(cfg.output_dir) / "sweep",
+    )
+    print(table(sweep(load_raw(args.config), options, overrides=args.set, config_path=args.config)))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from cptkit.demo import run_demo
 
@@ -129,6 +156,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--harness-limit", type=int, default=None, metavar="N",
                    help="score at most N documents per harness task (a quick look, not a result)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("select", help="keep a fraction of the domain corpus chosen by similarity, novelty, diversity")
+    with_config(p)
+    p.add_argument("--fraction", type=float, required=True, help="share of the domain corpus to keep, in (0, 1]")
+    p.add_argument("--by", required=True, choices=["similarity", "novelty", "diversity", "mix", "random"],
+                   help="similarity: TF-IDF cosine to --target; novelty: base-model ln perplexity; diversity: "
+                        "windowed word entropy; mix: weighted percentile ranks of those; random: a baseline")
+    p.add_argument("--target", help="JSONL sample of the text to be similar to (same text field as data.domain)")
+    p.add_argument("--out", help="output JSONL (default OUTPUT_DIR/selection/selected.jsonl); selection.json beside it")
+    p.add_argument("--unit", default="bytes", choices=["bytes", "documents"],
+                   help="--fraction is a share of the text's UTF-8 bytes (default) or of the documents")
+    p.add_argument("--similarity", default="centroid", choices=["centroid", "nearest"],
+                   help="cosine to the target centroid (default) or to the nearest target document")
+    p.add_argument("--weights", help="mix only: e.g. similarity=0.5,novelty=0.25,diversity=0.25 (default equal; "
+                                     "similarity only with --target)")
+    p.add_argument("--batch-size", type=int, default=16, help="novelty: documents per forward (default 16)")
+    p.add_argument("--max-tokens", type=int, default=512, help="novelty: tokens scored per document (default 512)")
+    p.add_argument("--window", type=int, default=256, help="diversity: words per entropy window (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="random: the seed (default 0)")
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("sweep", help="proxy runs over replay ratios and token counts; fit the D-CPT law; recommend")
+    with_config(p)
+    p.add_argument("--replay", required=True, help="replay ratios to run, e.g. 0,0.05,0.25,0.5")
+    p.add_argument("--tokens", required=True, help="training tokens per proxy run, e.g. 200000,400000")
+    p.add_argument("--budget", type=float, default=0.05,
+                   help="largest allowed relative rise of general perplexity over the base model (default 0.05)")
+    p.add_argument("--out", help="sweep folder (default OUTPUT_DIR/sweep); finished runs in it are reused")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="report.html for one run, or a comparison of several")
     p.add_argument("run_dirs", nargs="+", help="run folders")
