@@ -17,8 +17,11 @@ from typing import Any, Literal
 
 import yaml
 
+from cptkit.data.config import DataConfig, DatasetConfig, MinHashConfig, SourceConfig
 from cptkit.errors import UserError
 from cptkit.schema import INVALID, option, parse, to_dict
+
+__all__ = ["Config", "DataConfig", "DatasetConfig", "MinHashConfig", "SourceConfig", "load_config"]
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 
@@ -41,91 +44,6 @@ class ModelConfig:
     attn_implementation: str = option(
         "sdpa", help="Attention kernel passed to from_pretrained: sdpa | eager | flash_attention_2."
     )
-
-
-@dataclass
-class DatasetConfig:
-    path: str = option(
-        help="A folder written by Hugging Face datasets' save_to_disk (memory-mapped), or what "
-        "load_dataset takes: a hub name or a local folder of data files."
-    )
-    name: str | None = option(None, help="The dataset's configuration name (load_dataset's `name`).")
-    data_dir: str | None = option(None, help="A sub-folder of the dataset to read (load_dataset's `data_dir`).")
-    split: str = option("train", help="The split to read.")
-    streaming: bool = option(True, help="Stream a load_dataset source instead of downloading and converting it first.")
-    revision: str | None = option(None, help="Hub revision; pin one, since a hub dataset's content can change.")
-
-
-@dataclass
-class SourceConfig:
-    paths: list[str] | str = option(
-        default_factory=list,
-        help="Files, folders (read recursively) or globs. Formats by extension: .jsonl .json "
-        ".parquet .csv .txt/.md, each optionally .gz or .zst. Give paths or dataset, not both.",
-    )
-    dataset: DatasetConfig | None = option(None, help="A Hugging Face dataset instead of files.")
-    text_field: str = option("text", help="The field that holds the document text (JSONL/JSON/Parquet/CSV/dataset).")
-    id_field: str | None = option(
-        None, help="A field that holds a document id; default: 'file:line' of the document."
-    )
-    format: Literal["auto", "jsonl", "json", "parquet", "csv", "text"] = option(
-        "auto", help="Input format; auto decides by file extension (.txt and unknown: one document per file)."
-    )
-    pipeline: str | list[Any] = option(
-        "none",
-        help="Curation before tokenizing: a recipe (none, web, medical, code) or a list of steps, each a "
-        "name or {name: {parameters}} (see cptkit/data/pipelines.py).",
-    )
-    name: str | None = option(None, help="A name for this source in logs and the manifest.")
-
-
-@dataclass
-class MinHashConfig:
-    ngram: int = option(5, help="Words per shingle.")
-    bands: int = option(14, help="LSH bands; documents sharing one band's rows are near duplicates.")
-    rows: int = option(8, help="Signature rows per band (bands x rows permutations; 14 x 8: about 0.72 Jaccard).")
-    seed: int = option(1, help="Seed of the hash permutations (signatures of different seeds never match).")
-
-
-@dataclass
-class DataConfig:
-    domain: list[SourceConfig] | SourceConfig = option(
-        help="The domain corpus to continue pre-training on: one source or a list of sources."
-    )
-    general: list[SourceConfig] | SourceConfig | None = option(
-        None, help="General text replayed against forgetting (see mix.replay_ratio); also evaluated."
-    )
-    eval: dict[str, SourceConfig] = option(
-        default_factory=dict,
-        help="Named held-out eval sets, e.g. {domain: {...}, general: {...}}. A role (domain, "
-        "general) without one gets a held-out slice of its own data (data.heldout_fraction).",
-    )
-    seq_len: int = option(2048, help="Tokens per training sequence (documents are packed, never padded).")
-    heldout_fraction: float = option(
-        0.01, help="Share of each role's documents set aside (never trained on) when data.eval lacks that role."
-    )
-    heldout_max_docs: int = option(1000, help="At most this many held-out documents per role.")
-    prepared_dir: str | None = option(
-        None, help="Where tokenized shards go; default OUTPUT_DIR/data. Shards are reused while inputs are unchanged."
-    )
-    num_workers: int = option(0, help="Tokenizer worker processes; 0 means one per CPU core (at most 16).")
-    shard_tokens: int = option(2**28, help="Tokens per shard file before a new one starts.")
-    minhash: MinHashConfig = option(
-        default_factory=MinHashConfig, help="MinHash LSH shape for dedup and decontaminate steps (one for the run)."
-    )
-    part_bytes: int = option(
-        64 * 2**20, help="Uncompressed JSONL and Parquet files larger than this are split into parts processed "
-        "in parallel; a part is also the unit that a resumed prepare skips when finished."
-    )
-    max_document_bytes: int = option(
-        16 * 2**20, help="Longer records (a line, a file, a field) are counted as bad input "
-        "(document_too_large) without being held in memory."
-    )
-    executor: Literal["local", "ray"] = option(
-        "local", help="local: worker processes on this machine. ray: tasks on a Ray cluster (pip install "
-        "cptkit[ray]); every node must see prepared_dir and the inputs at the same paths."
-    )
-    ray_address: str | None = option(None, help="Ray cluster address for executor ray; default: start a local Ray.")
 
 
 @dataclass
