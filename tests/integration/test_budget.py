@@ -1,8 +1,14 @@
 """The forgetting budget on a real run: a model that knows the general text, continued on code."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from tests.helpers import cptkit, make_config, read_jsonl, write_config
 
@@ -19,11 +25,17 @@ def pretrained(tmp_path_factory, tiny_model, corpus):
     return tmp / "run" / "final"
 
 
-def continued(tmp_path, pretrained, corpus, action):
+def budget_config(tmp_path, pretrained, corpus, action, name="run"):
     cfg = make_config(tmp_path, pretrained, corpus, mix={"replay_ratio": 0.05},
                       train={"max_steps": 12, "lr": 1e-2, "forgetting_budget": 0.05, "forgetting_action": action},
-                      checkpoint={"every_steps": 4, "keep_last": 1, "keep_best": 1}, eval={"every_steps": 4, "probes": {}})
-    out = cptkit("train", str(write_config(tmp_path / "run.yaml", cfg)))
+                      checkpoint={"every_steps": 4, "keep_last": 1, "keep_best": 1}, eval={"every_steps": 4, "probes": {}},
+                      output_dir=str(tmp_path / name))
+    cfg["data"]["prepared_dir"] = str(tmp_path / "shards")
+    return write_config(tmp_path / f"{name}.yaml", cfg)
+
+
+def continued(tmp_path, pretrained, corpus, action):
+    out = cptkit("train", str(budget_config(tmp_path, pretrained, corpus, action)))
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     return out, summary, read_jsonl(tmp_path / "run" / "eval.jsonl")
@@ -53,3 +65,22 @@ def test_stop_ends_the_run_at_the_first_evaluation_over_budget(tmp_path, pretrai
     # best/ is the base model: nothing later was within budget.
     assert summary["best"]["step"] == 0
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_a_run_killed_after_a_rollback_resumes_to_the_same_weights(tmp_path, pretrained, corpus):
+    straight = budget_config(tmp_path, pretrained, corpus, "rollback", "straight")
+    assert cptkit("train", str(straight)).returncode == 0
+    broken = budget_config(tmp_path, pretrained, corpus, "rollback", "broken")
+    # Step 6 is first reached after the rollback at step 4 (back to step 0, lr halved).
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CPTKIT_CRASH_AT": "step:6"}
+    killed = subprocess.run([sys.executable, "-m", "cptkit", "train", str(broken)], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL and "rolled back to step 0" in killed.stderr, killed.stderr[-2000:]
+    resumed = cptkit("train", str(broken), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = load_file(tmp_path / "straight" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "broken" / "final" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run left the path of the uninterrupted one"
+    sa, sb = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("straight", "broken"))
+    assert sa["forgetting_budget"]["rollbacks"] == sb["forgetting_budget"]["rollbacks"]
+    assert read_jsonl(tmp_path / "straight" / "eval.jsonl") == read_jsonl(tmp_path / "broken" / "eval.jsonl")
