@@ -118,6 +118,14 @@ def describe(plan: RunPlan, cfg: Config) -> str:
         f"schedule         {schedule_summary(plan.schedule)}",
         f"mix              {mix_summary(cfg)}",
     ]
+    t = cfg.train
+    if t.forgetting_budget is not None:
+        action = t.forgetting_action
+        if action == "rollback":
+            action = (f"roll back (lr x{t.rollback_lr_factor:g}, replay +{t.rollback_replay:g} each time, "
+                      f"at most {t.max_rollbacks}, then stop)")
+        lines.append(f"forgetting       general ppl may rise {t.forgetting_budget:+.1%} over the base model; "
+                     f"beyond it: {action}")
     if plan.total_steps:
         lines.append("")
         lines += schedule_table(plan)

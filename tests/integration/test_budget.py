@@ -59,6 +59,8 @@ def test_rollback_keeps_every_evaluation_within_budget(tmp_path, pretrained, cor
 
 def test_stop_ends_the_run_at_the_first_evaluation_over_budget(tmp_path, pretrained, corpus):
     out, summary, evals = continued(tmp_path, pretrained, corpus, "stop")
+    plan = cptkit("plan", str(tmp_path / "run.yaml"))
+    assert "general ppl may rise +5.0% over the base model; beyond it: stop" in plan.stdout
     stopped = summary["forgetting_budget"]["stopped"]
     assert stopped.startswith("step 4: general perplexity") and "beyond the forgetting budget of +5.0%" in stopped
     assert summary["steps"] == 4 and not evals[-1]["within_budget"]
