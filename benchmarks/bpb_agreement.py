@@ -19,20 +19,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-TASK = """task: agreement_bpb
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: loglikelihood_rolling
-doc_to_text: ""
-doc_to_target: "{{{{text}}}}"
-metric_list:
-  - metric: bits_per_byte
-"""
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a Hugging Face model folder")
@@ -42,6 +28,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from cptkit.config import load_config
+    from cptkit.evaluation.harness import write_rolling_bpb_task
     from cptkit.evaluation.run import evaluate_checkpoint
 
     work = Path(tempfile.mkdtemp(prefix="bpb-agreement-"))
@@ -53,8 +40,7 @@ def main() -> None:
             docs.append(json.loads(line)["text"])
     text = work / "text.jsonl"
     text.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    (work / "tasks").mkdir()
-    (work / "tasks" / "bpb.yaml").write_text(TASK.format(path=text))
+    write_rolling_bpb_task(work / "tasks", "agreement_bpb", text)
     cfg = load_config(None, raw={
         "model": {"name_or_path": args.model, "dtype": "float32"},
         "data": {"seq_len": args.seq_len, "domain": {"paths": [str(text)]}, "eval": {"same": {"paths": [str(text)]}}, "heldout_fraction": 0.2,

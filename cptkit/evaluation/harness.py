@@ -35,6 +35,25 @@ class _TaskYamlLoader(yaml.SafeLoader):
 _TaskYamlLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
+def write_rolling_bpb_task(folder: Path, name: str, jsonl: Path) -> Path:
+    """Write a local task scoring the `text` of each line of `jsonl` with loglikelihood_rolling
+    bits per byte: the lm-eval counterpart of cptkit's own bits per byte on that text."""
+    task = {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(jsonl)}},
+        "test_split": "test",
+        "output_type": "loglikelihood_rolling",
+        "doc_to_text": "",
+        "doc_to_target": "{{text}}",
+        "metric_list": [{"metric": "bits_per_byte"}],
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(task, sort_keys=False))
+    return path
+
+
 def _task_names_in(path: Path) -> list[str]:
     try:
         doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_TaskYamlLoader)  # noqa: S506 (safe loader subclass)

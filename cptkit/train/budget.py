@@ -53,8 +53,10 @@ class ForgettingBudget:
         return results[GENERAL] / base[GENERAL] - 1.0
 
     def within(self, base: dict | None, results: dict) -> bool:
-        rise = self.rise(base, results)
-        # A NaN rise (diverged model) is over budget: `not (nan <= b)` is True.
+        return self.allows(self.rise(base, results))
+
+    def allows(self, rise: float | None) -> bool:
+        # A NaN rise (diverged model) is over budget: `nan <= b` is False.
         return not self.active or rise is None or rise <= self.budget
 
     def next_action(self) -> str:

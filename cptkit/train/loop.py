@@ -117,10 +117,10 @@ def train(cfg, resume: bool | str = False) -> dict:
         if run.step % cfg.eval.every_steps == 0 or run.step == total or (
             run.step % cfg.checkpoint.every_steps == 0 and (cfg.checkpoint.keep_best or run.budget.active)
         ):
-            record = run_eval(run)
+            evaluation = run_eval(run)
             evaluated = True
-            if not record.get("within_budget", True):
-                action = over_budget(run, record)
+            if not evaluation.get("within_budget", True):
+                action = over_budget(run, evaluation)
                 if action == "stop":
                     break  # final/ and summary.json are written as for a finished run
                 if action == "rollback":
@@ -189,10 +189,10 @@ def run_eval(run: Run) -> dict:
     run.model.train()
     record = {"step": run.step, "tokens": run.tokens, **results}
     metric = results.get(cfg.checkpoint.metric)
-    within = run.budget.within(run.base if run.step else record, results)
+    rise = run.budget.rise(run.base if run.step else record, results)
+    within = run.budget.allows(rise)
     if run.budget.active:
-        record["general_rise"] = run.budget.rise(run.base if run.step else record, results)
-        record["within_budget"] = within
+        record["general_rise"], record["within_budget"] = rise, within
     run.log_eval(record)
     # An evaluation over the forgetting budget can be neither best/ nor a kept best checkpoint.
     run.metric_at[run.step] = metric if within else None

@@ -10,21 +10,9 @@ import json
 
 import pytest
 
+from cptkit.evaluation.harness import write_rolling_bpb_task
 from tests.helpers import cptkit, make_config, write_config
 from tests.report_html import read_tables
-
-TASK = """task: heldout_text_bpb
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: loglikelihood_rolling
-doc_to_text: ""
-doc_to_target: "{{{{text}}}}"
-metric_list:
-  - metric: bits_per_byte
-"""
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +22,7 @@ def harness_run(tmp_path_factory, tiny_model, corpus):
     lines = corpus["general"].read_text().splitlines()[200:260]
     text = tmp / "heldout.jsonl"
     text.write_text("".join(json.dumps({"text": json.loads(line)["text"]}) + "\n" for line in lines))
-    (tmp / "tasks").mkdir()
-    (tmp / "tasks" / "bpb.yaml").write_text(TASK.format(path=text))
+    write_rolling_bpb_task(tmp / "tasks", "heldout_text_bpb", text)
     cfg = make_config(tmp, tiny_model, corpus, data={"seq_len": 256, "eval": {"heldout": {"paths": [str(text)]}}},
                       train={"global_batch_tokens": 1024}, eval={"max_tokens": 10**7, "probes": {}})
     path = write_config(tmp / "c.yaml", cfg)
