@@ -18,14 +18,77 @@ from typing import Any, Literal, Union
 MISSING = dataclasses.MISSING
 
 
-def option(default: Any = MISSING, help: str = "", default_factory: Any = MISSING) -> Any:
-    """A dataclass field with its documentation; `default=MISSING` makes it required."""
-    meta = {"help": help}
+def option(
+    default: Any = MISSING,
+    help: str = "",
+    default_factory: Any = MISSING,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+) -> Any:
+    """A dataclass field with its documentation and its allowed range.
+
+    `default=MISSING` makes it required. `gt`/`ge`/`lt`/`le` bound a number (or each number of
+    a list or mapping of numbers); `parse` reports a value outside them with its dotted path.
+    """
+    meta = {"help": help, "range": Range(gt, ge, lt, le)}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     if default is MISSING:
         return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric field: greater than / at least / less than / at most."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def __bool__(self) -> bool:
+        return any(b is not None for b in (self.gt, self.ge, self.lt, self.le))
+
+    def allows(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        return ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
+                and (self.lt is None or value < self.lt) and (self.le is None or value <= self.le))
+
+    def describe(self) -> str:
+        """'> 0', '>= 1', or an interval such as '[0, 1)' when both ends are bounded."""
+        low = f"({self.gt:g}" if self.gt is not None else f"[{self.ge:g}" if self.ge is not None else None
+        high = f"{self.lt:g})" if self.lt is not None else f"{self.le:g}]" if self.le is not None else None
+        if low and high:
+            return f"lie in {low}, {high}"
+        if low:
+            return f"be {'>' if self.gt is not None else '>='} {low[1:]}"
+        return f"be {'<' if self.lt is not None else '<='} {high[:-1]}"
+
+    def short(self) -> str:
+        """The range as the config reference shows it: '> 0', 'in [0, 1)'."""
+        text = self.describe()
+        return text.replace("lie in ", "in ").replace("be ", "", 1) if self else ""
+
+    def problems(self, value: Any, path: str) -> list[str]:
+        """'path: must ...' for a number (or each number of a list or mapping) out of range."""
+        if not self or value is None or isinstance(value, bool):
+            return []
+        if isinstance(value, list):
+            return [p for i, v in enumerate(value) for p in self.problems(v, f"{path}[{i}]")]
+        if isinstance(value, dict):
+            return [p for k, v in value.items() for p in self.problems(v, f"{path}.{k}")]
+        if isinstance(value, (int, float)) and not self.allows(value):
+            return [f"{path}: must {self.describe()}, got {value}"]
+        return []
+
+
+def field_range(f: dataclasses.Field) -> Range:
+    return f.metadata.get("range") or Range()
 
 
 def parse(cls: type, data: Any, path: str, problems: list[str]) -> Any:
@@ -188,7 +251,10 @@ def _convert_dataclass(cls: type, value: Any, path: str, problems: list[str]) ->
             continue
         converted = _convert(hints[key], raw, sub, problems)
         if converted is not INVALID:
-            kwargs[key] = converted
+            out_of_range = field_range(fields[key]).problems(converted, sub)
+            problems += out_of_range
+            if not out_of_range:
+                kwargs[key] = converted
     ok = True
     for name, f in fields.items():
         required = f.default is MISSING and f.default_factory is MISSING
@@ -230,7 +296,9 @@ def reference(cls: type, prefix: str = "", seen: set | None = None) -> list[tupl
             default = repr(to_dict(f.default_factory()))
         else:
             default = "(required)"
-        rows.append((key, _type_name(tp), default, f.metadata.get("help", "")))
+        bounds = field_range(f)
+        kind = _type_name(tp) + (f", {bounds.short()}" if bounds else "")
+        rows.append((key, kind, default, f.metadata.get("help", "")))
         nested = [a for a in (tp, *typing.get_args(tp)) if dataclasses.is_dataclass(a)]
         if nested and typing.get_origin(tp) is not dict and nested[0] not in seen:
             seen.add(nested[0])
