@@ -1,15 +1,22 @@
 """The run config: one YAML file, typed sections, every field documented where it is declared.
 
-`load_config(path, overrides)` reads the YAML, applies `--set dotted.key=value` overrides, parses
-each section with its type, checks the combinations, and raises one `UserError` that lists every
-problem with its dotted path. Only `model.name_or_path`, `data.domain` and `output_dir` are
-required; everything else has the default written beside it.
+`load_config(path, overrides)` reads the YAML and applies `--set dotted.key=value` overrides, then
+
+1. parses every section into its dataclass, checking types and each field's declared range
+   (`option(..., gt=0)`), and listing every unknown key;
+2. normalises: single values become lists, every source gets its name and its dotted path, each
+   source's `pipeline` is parsed once into typed step specs (`SourceConfig.steps`) that every
+   later stage uses, and the documented context-dependent defaults are filled in, so that the
+   resolved `config.yaml` shows what was used;
+3. checks the cross-field rules on the normalised config (`cptkit.validation`), then the paths;
+
+and raises one `UserError` that lists every problem with its dotted path. Only
+`model.name_or_path`, `data.domain` and `output_dir` are required. This module and everything it
+imports stay free of torch, so reading a config is fast.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +24,20 @@ from typing import Any, Literal
 
 import yaml
 
+from cptkit import validation
 from cptkit.data.config import DataConfig, DatasetConfig, MinHashConfig, SourceConfig
+from cptkit.data.paths import expand_paths
+from cptkit.data.pipelines import parse_pipeline
+from cptkit.durable import write_text
 from cptkit.errors import UserError
+from cptkit.regularizers.config import RegularizerConfig
 from cptkit.schema import INVALID, option, parse, to_dict
+from cptkit.train.config import DistributedConfig, TrainConfig
 
-__all__ = ["Config", "DataConfig", "DatasetConfig", "MinHashConfig", "SourceConfig", "load_config"]
+__all__ = [
+    "Config", "DataConfig", "DatasetConfig", "DistributedConfig", "MinHashConfig", "RegularizerConfig",
+    "SourceConfig", "TrainConfig", "expand_paths", "load_config",
+]
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 
@@ -48,8 +64,8 @@ class ModelConfig:
 
 @dataclass
 class CurriculumConfig:
-    start: float = option(help="Domain share of training sequences at the first step.")
-    end: float = option(help="Domain share at the last step.")
+    start: float = option(gt=0, le=1, subject="the domain share", help="Domain share of training sequences at the first step.")
+    end: float = option(gt=0, le=1, subject="the domain share", help="Domain share at the last step.")
     shape: Literal["linear", "cosine"] = option(
         "linear", help="How the share moves from start to end over training progress: linear or cosine (slow, fast, slow)."
     )
@@ -59,6 +75,8 @@ class CurriculumConfig:
 class MixConfig:
     replay_ratio: float | None = option(
         None,
+        ge=0,
+        lt=1,
         help="Share of training tokens drawn from data.general (compute-equivalent: they come out of "
         "the token budget). Default: 0.05 when data.general is given and no curriculum is set, else 0.",
     )
@@ -69,6 +87,7 @@ class MixConfig:
     )
     weights: dict[str, float] = option(
         default_factory=dict,
+        gt=0,
         help="Relative weight of each training source within its role, by source name: domain sources "
         "split the domain share, general sources the replay share. A role with several sources "
         "that names none here splits by size (training tokens); naming one names them all.",
@@ -76,170 +95,10 @@ class MixConfig:
 
 
 @dataclass
-class DistributedConfig:
-    strategy: Literal["ddp", "fsdp"] = option(
-        "ddp",
-        help="With several processes (torchrun): ddp keeps a whole model and optimizer per process and "
-        "all-reduces gradients; fsdp shards weights, gradients and optimizer state over processes "
-        "(torch FSDP2, one unit per decoder layer). Ignored with one process.",
-    )
-    sharding: Literal["full", "hybrid"] = option(
-        "full",
-        help="fsdp only. full: shard over every process. hybrid: shard within groups of "
-        "shard_group_size processes (a node) and replicate across groups, so only gradient "
-        "all-reduce crosses nodes.",
-    )
-    shard_group_size: int | None = option(
-        None, help="fsdp hybrid only: processes per shard group; default: processes per node (LOCAL_WORLD_SIZE)."
-    )
-    reshard_after_forward: bool = option(
-        True,
-        help="fsdp only. true: free each layer's gathered weights after its forward and gather them again "
-        "for backward (least memory). false: keep them until backward (one gather less per layer).",
-    )
-    reduce_dtype: Literal["float32", "bfloat16"] = option(
-        "float32",
-        help="fsdp only: precision in which gradients are reduced across processes. Weights are "
-        "gathered and computed in model.dtype; master weights and optimizer state stay float32.",
-    )
-    cpu_offload: bool = option(
-        False, help="fsdp only: keep the sharded weights, gradients and optimizer state in CPU memory (GPU runs)."
-    )
-
-
-@dataclass
-class TrainConfig:
-    lr: float = option(2e-5, help="Peak learning rate (about a tenth of a typical pre-training peak).")
-    schedule: Literal["cosine", "constant", "wsd", "infinite"] = option(
-        "cosine",
-        help="cosine: linear warmup, cosine decay to min_lr_ratio*lr. constant: warmup, then flat. "
-        "wsd: warmup, flat, then the last decay_ratio of steps decays to the floor. infinite: warmup, "
-        "cooldown to constant_lr_ratio*lr, flat, then a final anneal (the last decay_ratio) to the floor.",
-    )
-    warmup_ratio: float = option(0.03, help="Warmup length as a share of the total steps.")
-    warmup_steps: int | None = option(None, help="Warmup length in steps; overrides warmup_ratio.")
-    min_lr_ratio: float = option(0.1, help="The floor every decaying schedule ends at, as a share of lr.")
-    decay_ratio: float = option(
-        0.1, help="wsd and infinite: the final decay's length as a share of the steps after warmup."
-    )
-    decay_shape: Literal["linear", "cosine", "sqrt"] = option(
-        "linear", help="wsd and infinite: shape of the final decay; sqrt is 1 - sqrt(progress)."
-    )
-    cooldown_ratio: float = option(
-        0.1, help="infinite: length of the cooldown from lr to the constant level, as a share of the steps after warmup."
-    )
-    constant_lr_ratio: float = option(0.5, help="infinite: the constant level as a share of lr.")
-    weight_decay: float = option(0.01, help="Decoupled AdamW weight decay (not applied to norms, biases).")
-    betas: list[float] = option(default_factory=lambda: [0.9, 0.95], help="AdamW betas.")
-    eps: float = option(1e-8, help="AdamW epsilon.")
-    max_grad_norm: float = option(1.0, help="Clip the global gradient norm to this; 0 turns clipping off.")
-    global_batch_tokens: int = option(
-        524288, help="Tokens per optimizer step over all processes; rounded down to whole sequences."
-    )
-    micro_batch_size: int = option(4, help="Sequences per forward pass per process (gradient accumulation fills the rest).")
-    max_tokens: int | None = option(
-        None, help="Training budget in tokens. Default (with max_steps unset): one pass over the domain data plus its replay."
-    )
-    max_steps: int | None = option(None, help="Training budget in optimizer steps (instead of max_tokens).")
-    seed: int = option(42, help="Seed for weights that start random, data order and every other random draw.")
-    log_every: int = option(1, help="Write a metrics.jsonl line every this many optimizer steps.")
-    document_masking: bool = option(
-        True, help="Restart position ids at each document so attention never crosses documents in a pack."
-    )
-    loss_chunk_tokens: int = option(
-        1024,
-        help="Tokens per chunk of the fused output-layer + cross-entropy, so full float32 logits never "
-        "exist; 0 uses the model's full logits. Models with scaled or capped logits fall back to full.",
-    )
-    freeze_embeddings: bool = option(
-        False, help="Do not train the input embeddings. With tied embeddings this freezes the output layer too."
-    )
-    freeze_lm_head: bool = option(
-        False, help="Do not train the output layer. With tied embeddings this freezes the input embeddings too."
-    )
-    freeze_layers: int = option(0, help="Do not train the first this many decoder layers.")
-    embedding_lr_scale: float = option(
-        1.0, help="Learning-rate multiplier for the input embeddings (and a tied output layer), e.g. 0.1."
-    )
-    max_bad_steps: int = option(
-        5,
-        help="A step with a NaN or Inf loss or gradient is skipped (no update) and counted; this many in a "
-        "row stop the run, leaving the newest checkpoint as it was.",
-    )
-    spike_factor: float = option(
-        3.0, help="Report a step whose loss exceeds this many times the mean of the last 50 steps; 0: off."
-    )
-    forgetting_budget: float | None = option(
-        None,
-        help="Largest allowed relative rise of general perplexity over the base model (e.g. 0.05): best/ is "
-        "the best domain checkpoint within it, and forgetting_action says what an over-budget evaluation does.",
-    )
-    forgetting_action: Literal["keep_going", "stop", "rollback"] = option(
-        "rollback",
-        help="Over budget: keep_going (only best/ respects the budget), stop the run, or rollback to the "
-        "newest checkpoint within budget and continue with a lower lr and more replay.",
-    )
-    rollback_lr_factor: float = option(0.5, help="rollback: multiply the learning rate by this at each rollback.")
-    rollback_replay: float = option(
-        0.05, help="rollback: move this much of the domain share to replay at each rollback."
-    )
-    max_rollbacks: int = option(3, help="rollback: after this many rollbacks an over-budget evaluation stops the run.")
-    gradient_checkpointing: bool = option(
-        False,
-        help="Recompute each decoder layer's activations during backward instead of keeping them: "
-        "activation memory of about one layer instead of all, for about a third more compute.",
-    )
-    compile: bool = option(
-        False, help="torch.compile each decoder layer (the first steps are slower while it compiles)."
-    )
-    distributed: DistributedConfig = option(
-        default_factory=DistributedConfig, help="How several processes (torchrun) share the model and the work."
-    )
-
-
-@dataclass
-class RegularizerConfig:
-    kind: Literal["none", "kl", "ewc", "l2sp"] = option(
-        "none",
-        help="Penalty against forgetting. kl: KL divergence to the frozen starting model on the training "
-        "tokens. ewc: (weight/2) * sum F (theta - theta0)^2 with a diagonal Fisher F from data.general. "
-        "l2sp: the same with F = 1.",
-    )
-    weight: float = option(
-        0.1, help="Weight of the penalty in the loss (beta for kl, lambda for ewc and l2sp)."
-    )
-    kl_direction: Literal["forward", "reverse"] = option(
-        "forward",
-        help="forward: KL(reference || current), mass-covering, what kl_div(log_softmax(current), "
-        "softmax(reference)) computes. reverse: KL(current || reference), mode-seeking.",
-    )
-    kl_on: Literal["all", "replay"] = option(
-        "all", help="Tokens the KL term covers: all training tokens, or only those of data.general rows."
-    )
-    kl_every: int = option(1, help="Compute the KL term on every this many optimizer steps (1: every step).")
-    reference_dtype: Literal["float32", "bfloat16"] = option(
-        "float32", help="Weights of the frozen reference model for kl; bfloat16 halves its memory."
-    )
-    fisher_path: str | None = option(
-        None,
-        help="ewc: a Fisher saved by an earlier run (RUN_DIR/fisher.safetensors) to reuse; without "
-        "it the Fisher is estimated on data.general at the start and saved there.",
-    )
-    fisher_tokens: int = option(
-        200_000, help="ewc: training tokens of data.general to estimate the Fisher on (fewer if the data holds fewer)."
-    )
-    fisher_kind: Literal["true", "empirical"] = option(
-        "true",
-        help="ewc: true: labels sampled from the model's own predictions (the Fisher information). "
-        "empirical: the data's own next tokens (the empirical Fisher, an approximation).",
-    )
-
-
-@dataclass
 class CheckpointConfig:
-    every_steps: int = option(1000, help="Save a resumable state every this many steps (and at the end).")
-    keep_last: int = option(2, help="Keep the newest this many resumable states.")
-    keep_best: int = option(3, help="Also keep this many states with the best checkpoint.metric.")
+    every_steps: int = option(1000, gt=0, help="Save a resumable state every this many steps (and at the end).")
+    keep_last: int = option(2, gt=0, help="Keep the newest this many resumable states.")
+    keep_best: int = option(3, ge=0, help="Also keep this many states with the best checkpoint.metric.")
     metric: str = option(
         "domain_ppl", help="NAME_ppl, NAME_loss or NAME_bpb of an eval set; lower is better. Chooses best/."
     )
@@ -247,9 +106,9 @@ class CheckpointConfig:
 
 @dataclass
 class EvalConfig:
-    every_steps: int = option(500, help="Evaluate every this many steps; always at step 0 and at the end.")
-    max_tokens: int = option(2_000_000, help="Tokens scored per eval set (the first ones, in order).")
-    micro_batch_size: int | None = option(None, help="Sequences per eval forward; default: train.micro_batch_size.")
+    every_steps: int = option(500, gt=0, help="Evaluate every this many steps; always at step 0 and at the end.")
+    max_tokens: int = option(2_000_000, gt=0, help="Tokens scored per eval set (the first ones, in order).")
+    micro_batch_size: int | None = option(None, gt=0, help="Sequences per eval forward; default: train.micro_batch_size.")
     probes: dict[str, str] = option(
         default_factory=lambda: {"general": "builtin:general"},
         help="Named probe sets scored at every evaluation (answer log-likelihood, greedy exact match, "
@@ -257,9 +116,9 @@ class EvalConfig:
         "builtin:general (shipped general knowledge) / builtin:template. {} turns probes off.",
     )
     probe_new_tokens: int = option(
-        16, help="Greedy tokens generated per probe; the continuation must begin with the answer."
+        16, gt=0, help="Greedy tokens generated per probe; the continuation must begin with the answer."
     )
-    probe_batch_size: int = option(32, help="Probe sequences per forward (they are short).")
+    probe_batch_size: int = option(32, gt=0, help="Probe sequences per forward (they are short).")
 
 
 @dataclass
@@ -273,14 +132,17 @@ class Config:
     checkpoint: CheckpointConfig = option(default_factory=CheckpointConfig, help="Resumable states and best/.")
     eval: EvalConfig = option(default_factory=EvalConfig, help="Perplexity and bits-per-byte evaluation.")
 
-    # Derived views, filled by resolve(); not part of the YAML.
     @property
     def domain_sources(self) -> list[SourceConfig]:
-        return _as_list(self.data.domain)
+        return self.data.domain
 
     @property
     def general_sources(self) -> list[SourceConfig]:
-        return _as_list(self.data.general)
+        return self.data.general
+
+    @property
+    def training_sources(self) -> list[SourceConfig]:
+        return self.data.domain + self.data.general
 
     @property
     def prepared_dir(self) -> Path:
@@ -358,7 +220,7 @@ def load_config(
     raw: dict | None = None,
     check_paths: bool = True,
 ) -> Config:
-    """Read, override, parse and check a run config; raise UserError listing every problem."""
+    """Read, override, parse, normalise and check a run config; raise UserError listing every problem."""
     data = raw if raw is not None else load_raw(path)
     for key, value in parse_overrides(overrides or []):
         set_dotted(data, key, value)
@@ -366,29 +228,35 @@ def load_config(
     cfg = parse(Config, data, "", problems)
     if cfg is INVALID:
         raise UserError(f"{path or 'config'}: {len(problems)} problem(s):", problems)
-    from cptkit.validation import check
-
-    problems += check(cfg, base_dir=Path(path).parent if path else Path.cwd(), check_paths=check_paths)
+    normalise(cfg, problems)
+    problems += validation.check(cfg)
+    if check_paths:
+        problems += validation.check_paths(cfg)
     if problems:
         raise UserError(f"{path or 'config'}: {len(problems)} problem(s):", problems)
-    resolve(cfg)
     return cfg
 
 
-def resolve(cfg: Config) -> None:
-    """Fill the documented context-dependent defaults so config.yaml shows what was used."""
-    if cfg.mix.replay_ratio is None and cfg.mix.curriculum is None:
-        cfg.mix.replay_ratio = 0.05 if cfg.general_sources else 0.0
-    cfg.data.domain = cfg.domain_sources
-    cfg.data.general = cfg.general_sources or None
-    for role, sources in (("domain", cfg.domain_sources), ("general", cfg.general_sources)):
+def normalise(cfg: Config, problems: list[str]) -> None:
+    """Lists, names, dotted paths and parsed pipelines of every source; the context defaults."""
+    d = cfg.data
+    d.domain, d.general = _as_list(d.domain), _as_list(d.general)
+    for role, sources in (("domain", d.domain), ("general", d.general)):
         for i, src in enumerate(sources):
-            if isinstance(src.paths, str):
-                src.paths = [src.paths]
+            src.where = f"data.{role}" + (f"[{i}]" if len(sources) > 1 else "")
             src.name = source_name(role, i, sources)
-    for src in cfg.data.eval.values():
-        if isinstance(src.paths, str):
-            src.paths = [src.paths]
+            _normalise_source(src, problems)
+    for name, src in d.eval.items():
+        src.where = f"data.eval.{name}"
+        _normalise_source(src, problems)
+    if cfg.mix.replay_ratio is None and cfg.mix.curriculum is None:
+        cfg.mix.replay_ratio = 0.05 if d.general else 0.0
+
+
+def _normalise_source(src: SourceConfig, problems: list[str]) -> None:
+    src.paths = _as_list(src.paths)
+    src.language = _as_list(src.language)
+    src.steps = parse_pipeline(src.pipeline, f"{src.where}.pipeline", problems, language=src.language)
 
 
 def source_name(role: str, index: int, sources: list[SourceConfig]) -> str:
@@ -399,30 +267,6 @@ def source_name(role: str, index: int, sources: list[SourceConfig]) -> str:
     return role if len(sources) == 1 else f"{role}{index}"
 
 
-def expand_paths(patterns: list[str]) -> list[Path]:
-    """Files named by paths, folders (recursive) and globs, sorted and without repeats."""
-    seen: dict[Path, None] = {}
-    for pattern in patterns:
-        pattern = os.path.expanduser(pattern)
-        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-        for match in matches:
-            path = Path(match)
-            if path.is_dir():
-                for f in sorted(path.rglob("*")):
-                    if f.is_file() and not f.name.startswith("."):
-                        seen.setdefault(f, None)
-            elif path.is_file():
-                seen.setdefault(path, None)
-    return list(seen)
-
-
 def save_config(cfg: Config, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def replace(cfg: Config, **sections: Any) -> Config:
-    return dataclasses.replace(cfg, **sections)
+    """The resolved config as YAML, written atomically."""
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))

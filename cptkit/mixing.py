@@ -14,14 +14,18 @@ resumed run continues the exact sample stream without re-reading any data.
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cptkit.data.shards import WindowIndex
+from cptkit.train.schedules import shape as shape_of
+
+if TYPE_CHECKING:
+    from cptkit.config import Config
 
 Shares = Callable[[float], dict[str, float]]
 
@@ -29,16 +33,11 @@ Shares = Callable[[float], dict[str, float]]
 def curriculum_share(progress: float, start: float, end: float, shape: str = "linear") -> float:
     """The domain share at `progress` in [0, 1]: `start` at 0, `end` at 1.
 
-    linear moves at a steady rate; cosine moves slowly at both ends and fastest midway.
+    linear moves at a steady rate; cosine moves slowly at both ends and fastest midway. The shapes
+    are the learning-rate schedules' own (`cptkit.train.schedules.SHAPES`).
     """
     p = min(max(progress, 0.0), 1.0)
-    if shape == "linear":
-        moved = p
-    elif shape == "cosine":
-        moved = 0.5 * (1 - math.cos(math.pi * p))
-    else:
-        raise ValueError(f"unknown curriculum shape {shape!r}")
-    return start + (end - start) * moved
+    return start + (end - start) * shape_of(shape).moved(p)
 
 
 @dataclass(frozen=True)
@@ -84,8 +83,8 @@ def replay_shares(
     return MixSchedule(domain, general, 1.0 - replay_ratio, 1.0 - replay_ratio)
 
 
-def mix_schedule(cfg, sizes: dict[str, int]) -> MixSchedule:
-    """The run's MixSchedule from its config (cptkit.config.Config) and each source's training windows.
+def mix_schedule(cfg: Config, sizes: dict[str, int]) -> MixSchedule:
+    """The run's MixSchedule from its config and each source's training windows.
 
     Within a role, sources follow mix.weights when given, else their size (their natural mixture).
     """
@@ -101,42 +100,6 @@ def mix_schedule(cfg, sizes: dict[str, int]) -> MixSchedule:
     if cur is not None:
         return MixSchedule(weights(domain), weights(general), cur.start, cur.end, cur.shape)
     return replay_shares(weights(domain), weights(general), cfg.mix.replay_ratio or 0.0)
-
-
-def check_mix(cfg) -> list[str]:
-    """Config problems of mix.* (cfg: cptkit.config.Config), each with its dotted path."""
-    from cptkit.config import source_name
-
-    p: list[str] = []
-    m, cur = cfg.mix, cfg.mix.curriculum
-    if cur is not None:
-        if m.replay_ratio is not None:
-            p.append("mix.replay_ratio and mix.curriculum: give one (the curriculum sets the replay share as 1 - domain share)")
-        for key in ("start", "end"):
-            value = getattr(cur, key)
-            if not 0 < value <= 1:
-                p.append(f"mix.curriculum.{key}: the domain share must lie in (0, 1], got {value}")
-        if min(cur.start, cur.end) < 1 and not cfg.general_sources:
-            p.append("mix.curriculum: a domain share below 1 needs data.general (the rest of the mix)")
-    roles = {
-        role: [source_name(role, i, sources) for i in range(len(sources))]
-        for role, sources in (("domain", cfg.domain_sources), ("general", cfg.general_sources))
-    }
-    known = roles["domain"] + roles["general"]
-    for name, weight in m.weights.items():
-        if name not in known:
-            p.append(f"mix.weights.{name}: no training source has this name (sources: {', '.join(known)})")
-        elif not weight > 0:
-            p.append(f"mix.weights.{name}: must be > 0, got {weight} (leave a source out of data.* to drop it)")
-    for role, names in roles.items():
-        named = [n for n in names if n in m.weights]
-        if named and len(named) < len(names):
-            missing = ", ".join(n for n in names if n not in m.weights)
-            p.append(
-                f"mix.weights: names {role} source(s) {', '.join(named)} but not {missing}; "
-                f"give a weight to every {role} source or to none"
-            )
-    return p
 
 
 class Mixer:

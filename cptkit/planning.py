@@ -14,7 +14,7 @@ from cptkit.config import Config
 from cptkit.data.prepare import window_count
 from cptkit.errors import UserError
 from cptkit.mixing import MixSchedule, mix_schedule
-from cptkit.train.schedules import Schedule, phase_steps, warmup_steps
+from cptkit.train.schedules import Schedule, schedule_for
 
 
 @dataclass
@@ -87,18 +87,7 @@ def make_plan(cfg: Config, manifests: dict[str, dict] | None, world_size: int = 
         budget = "one pass over the domain data"
     else:
         total, budget = 0, "one pass over the domain data (known after `cptkit prepare`)"
-    warmup = warmup_steps(total, t.warmup_ratio, t.warmup_steps)
-    schedule = Schedule(
-        kind=t.schedule,
-        peak=t.lr,
-        total=total,
-        warmup=warmup,
-        min_ratio=t.min_lr_ratio,
-        decay=phase_steps(total, warmup, t.decay_ratio) if t.schedule in ("wsd", "infinite") else 0,
-        decay_shape=t.decay_shape,
-        cooldown=phase_steps(total, warmup, t.cooldown_ratio) if t.schedule == "infinite" else 0,
-        constant_ratio=t.constant_lr_ratio,
-    )
+    schedule = schedule_for(t, total)
     return RunPlan(
         seq_len=cfg.data.seq_len, rows_per_step=rows, micro_batch_size=t.micro_batch_size,
         world_size=world_size, accumulation=accum, total_steps=total, schedule=schedule,
@@ -115,7 +104,7 @@ def describe(plan: RunPlan, cfg: Config) -> str:
         f"micro batches    {plan.micro_batch_size} sequences, {plan.accumulation} accumulation step(s) per process",
         f"budget           {plan.total_steps:,} steps = {plan.total_tokens:,} tokens ({plan.budget_source})",
         f"warmup           {plan.schedule.warmup:,} steps",
-        f"schedule         {schedule_summary(plan.schedule)}",
+        f"schedule         {plan.schedule.describe()}",
         f"mix              {mix_summary(cfg)}",
     ]
     t = cfg.train
@@ -145,18 +134,6 @@ def describe(plan: RunPlan, cfg: Config) -> str:
     return "\n".join(lines)
 
 
-def schedule_summary(s: Schedule) -> str:
-    floor = f"floor {s.peak * s.min_ratio:g}"
-    if s.kind == "cosine":
-        return f"cosine, peak lr {s.peak:g}, {floor}"
-    if s.kind == "wsd":
-        return f"wsd, peak lr {s.peak:g}, {s.decay:,}-step {s.decay_shape} decay to {floor} at the end"
-    if s.kind == "infinite":
-        return (f"infinite, peak lr {s.peak:g}, {s.cooldown:,}-step cooldown to {s.peak * s.constant_ratio:g}, "
-                f"{s.decay:,}-step {s.decay_shape} anneal to {floor} at the end")
-    return f"{s.kind}, lr {s.peak:g}"
-
-
 def mix_summary(cfg: Config) -> str:
     cur = cfg.mix.curriculum
     if cur is not None:
@@ -173,13 +150,8 @@ def _mean_share(plan: RunPlan, name: str) -> float:
 
 def table_steps(plan: RunPlan, rows: int = 11) -> list[int]:
     """Evenly spaced steps plus the schedule's phase boundaries (0-based)."""
-    total, s = plan.total_steps, plan.schedule
-    marks = {round(i * (total - 1) / (rows - 1)) for i in range(rows)}
-    marks |= {s.warmup - 1, s.warmup}
-    if s.decay:
-        marks |= {total - s.decay - 1, total - s.decay}
-    if s.cooldown:
-        marks |= {s.warmup + s.cooldown - 1}
+    total = plan.total_steps
+    marks = {round(i * (total - 1) / (rows - 1)) for i in range(rows)} | plan.schedule.boundaries()
     return sorted(m for m in marks if 0 <= m < total)
 
 
@@ -209,7 +181,7 @@ def plot_plan(plan: RunPlan, path) -> None:
     fig, (ax_lr, ax_mix) = plt.subplots(2, 1, figsize=(6.4, 5.2), sharex=True)
     ax_lr.plot([s + 1 for s in steps], [plan.schedule(s) for s in steps], linewidth=1.2)
     ax_lr.set_ylabel("learning rate")
-    ax_lr.set_title(f"{plan.schedule.kind} schedule, {plan.total_steps:,} steps")
+    ax_lr.set_title(f"{plan.schedule.name} schedule, {plan.total_steps:,} steps")
     share = [plan.shares.domain_share(plan.progress(s)) if plan.shares else 1.0 for s in steps]
     ax_mix.plot([s + 1 for s in steps], share, linewidth=1.2, label="domain")
     ax_mix.plot([s + 1 for s in steps], [1 - x for x in share], linewidth=1.2, linestyle="--", label="general (replay)")

@@ -27,18 +27,33 @@ def option(
     ge: float | None = None,
     lt: float | None = None,
     le: float | None = None,
+    subject: str = "",
 ) -> Any:
     """A dataclass field with its documentation and its allowed range.
 
     `default=MISSING` makes it required. `gt`/`ge`/`lt`/`le` bound a number (or each number of
-    a list or mapping of numbers); `parse` reports a value outside them with its dotted path.
+    a list or mapping of numbers); `parse` reports a value outside them with its dotted path,
+    as "KEY: [subject] must ...".
     """
-    meta = {"help": help, "range": Range(gt, ge, lt, le)}
+    meta = {"help": help, "range": Range(gt, ge, lt, le, subject)}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     if default is MISSING:
         return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def derived(help: str, default_factory: Any = list) -> Any:
+    """A field the config normalisation fills from other fields; not a YAML key.
+
+    It is neither parsed nor written to the resolved config, nor listed in the reference.
+    """
+    return dataclasses.field(init=False, default_factory=default_factory, repr=False,
+                             metadata={"help": help, "derived": True})
+
+
+def is_derived(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("derived"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +64,7 @@ class Range:
     ge: float | None = None
     lt: float | None = None
     le: float | None = None
+    subject: str = ""  # what the number is, when the message should say: "the domain share"
 
     def __bool__(self) -> bool:
         return any(b is not None for b in (self.gt, self.ge, self.lt, self.le))
@@ -83,7 +99,8 @@ class Range:
         if isinstance(value, dict):
             return [p for k, v in value.items() for p in self.problems(v, f"{path}.{k}")]
         if isinstance(value, (int, float)) and not self.allows(value):
-            return [f"{path}: must {self.describe()}, got {value}"]
+            what = f"{self.subject} " if self.subject else ""
+            return [f"{path}: {what}must {self.describe()}, got {value}"]
         return []
 
 
@@ -251,10 +268,9 @@ def _convert_dataclass(cls: type, value: Any, path: str, problems: list[str]) ->
             continue
         converted = _convert(hints[key], raw, sub, problems)
         if converted is not INVALID:
-            out_of_range = field_range(fields[key]).problems(converted, sub)
-            problems += out_of_range
-            if not out_of_range:
-                kwargs[key] = converted
+            # An out-of-range value is reported and kept, so the cross-field rules still see it.
+            problems += field_range(fields[key]).problems(converted, sub)
+            kwargs[key] = converted
     ok = True
     for name, f in fields.items():
         required = f.default is MISSING and f.default_factory is MISSING
@@ -271,7 +287,7 @@ def _convert_dataclass(cls: type, value: Any, path: str, problems: list[str]) ->
 def to_dict(obj: Any) -> Any:
     """The plain-data form of a parsed config (for writing the resolved config.yaml)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not is_derived(f)}
     if isinstance(obj, list):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -288,6 +304,8 @@ def reference(cls: type, prefix: str = "", seen: set | None = None) -> list[tupl
     rows = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if is_derived(f):
+            continue
         key = f"{prefix}{f.name}"
         tp = hints[f.name]
         if f.default is not MISSING:

@@ -20,14 +20,22 @@ from pathlib import Path
 
 import numpy as np
 
-from cptkit.data.decide import BUCKET_NAMES, DROPPED, EVAL, REASONS, TRAIN, Unit
 from cptkit.data.documents import BadInput
-from cptkit.data.pipelines import document_steps, find
+from cptkit.data.pipelines import document_steps, step_params
 from cptkit.data.shards import ShardWriter
+from cptkit.data.splits import (
+    ASSEMBLY_DROPS,
+    BUCKET_NAMES,
+    DROPPED,
+    EVAL,
+    TRAIN,
+    DocumentTable,
+    DropCode,
+)
 from cptkit.data.steps import StepStats
 
 
-def _documents(unit: Unit) -> Iterator[tuple[int, str, np.ndarray]]:
+def _documents(unit: DocumentTable) -> Iterator[tuple[int, str, np.ndarray]]:
     """(row, JSON line, tokens) of every document the workers kept, in order."""
     row = 0
     for folder, size in zip(unit.parts, unit.part_sizes):
@@ -43,7 +51,7 @@ def _documents(unit: Unit) -> Iterator[tuple[int, str, np.ndarray]]:
         row += size
 
 
-def ids_of(unit: Unit, rows: set[int]) -> dict[int, str]:
+def ids_of(unit: DocumentTable, rows: set[int]) -> dict[int, str]:
     """The ids of some of a unit's documents (to name what a dropped duplicate repeats)."""
     out: dict[int, str] = {}
     if not rows:
@@ -63,7 +71,7 @@ def _with_fields(line: str, fields: dict) -> str:
     return line.rstrip()[:-1] + ", " + extra[1:] + "\n"
 
 
-def write_unit(unit: Unit, units: dict[str, Unit], tmp: Path, shard_tokens: int) -> dict:
+def write_unit(unit: DocumentTable, units: dict[str, DocumentTable], tmp: Path, shard_tokens: int) -> dict:
     """Write shards, curated and dropped documents into `tmp`; return the manifest's counts.
 
     A part whose documents all go to the unit's main split (train; eval for an eval set) is
@@ -125,8 +133,8 @@ def _rewrite(unit, folder, first_row, tokens, offsets, writers, curated, heldout
             split = unit.split[row]
             if split == DROPPED:
                 record = json.loads(line)
-                step, reason = REASONS[int(unit.code[row])]
-                out = {"id": record["id"], "text": record["text"], "step": step, "reason": reason}
+                code = DropCode(int(unit.code[row]))
+                out = {"id": record["id"], "text": record["text"], "step": code.step, "reason": code.reason}
                 if row in unit.dup_of:
                     name, first = unit.dup_of[row]
                     out["duplicate_of"] = names.get((name, first), f"{name}#{first}")
@@ -143,7 +151,7 @@ def _rewrite(unit, folder, first_row, tokens, offsets, writers, curated, heldout
             target.write(line)
 
 
-def step_table(unit: Unit) -> tuple[list[dict], dict, BadInput, int]:
+def step_table(unit: DocumentTable) -> tuple[list[dict], dict, BadInput, int]:
     """(steps, pii counts, bad input, documents read) merged over the parts and the decisions."""
     stats = {s.name: StepStats(s.name) for s in document_steps(unit.specs)}
     stats["tokenize"] = StepStats("tokenize")
@@ -159,14 +167,14 @@ def step_table(unit: Unit) -> tuple[list[dict], dict, BadInput, int]:
         bad.merge(other)
     alive = unit.n
     for step in ("perplexity_select", "decontaminate", "dedup"):
-        if find(unit.specs, "perplexity" if step == "perplexity_select" else step) is None:
+        if step_params(unit.specs, "perplexity" if step == "perplexity_select" else step) is None:
             continue
         tally = StepStats(step, seen=alive)
-        for code, (name, reason) in REASONS.items():
-            if name == step:
+        for code in ASSEMBLY_DROPS:
+            if code.step == step:
                 n = int((unit.code == code).sum())
                 if n:
-                    tally.dropped[reason] = n
+                    tally.dropped[code.reason] = n
         tally.kept = alive - sum(tally.dropped.values())
         alive = tally.kept
         stats[step] = tally

@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from cptkit.data.config import MinHashConfig
 from cptkit.data.documents import BadInput, Document
 from cptkit.data.parts import Part, read_part
 from cptkit.data.pii import Scrubber
-from cptkit.data.pipelines import StepSpec, build_steps, document_steps, find
+from cptkit.data.pipelines import StepSpec, build_steps, document_steps, step_params
 from cptkit.data.readers import Limits
 from cptkit.data.signatures import MinHasher, exact_hash, normalize
 from cptkit.data.steps import StepStats, run_steps
@@ -53,7 +54,7 @@ class PartTask:
     folder: str  # the source's work folder
     tokenizer: TokenizerSpec
     dtype: str
-    minhash: tuple[int, int, int, int] | None  # (ngram, bands, rows, seed) when signatures are needed
+    minhash: MinHashConfig | None  # the run's MinHash shape, when signatures are needed
     max_bytes: int
     threads: int = 0
 
@@ -95,10 +96,10 @@ def process_part(task: PartTask) -> dict:
     ctx = StepContext(encode=encode, threads=task.threads)
     key = json.dumps([s.to_json() for s in task.steps], sort_keys=True) + f"|{task.threads}"
     steps = _cached(f"steps:{key}", lambda: build_steps(list(task.steps), ctx))
-    hasher = MinHasher(*task.minhash) if task.minhash else None
+    hasher = MinHasher.from_config(task.minhash) if task.minhash else None
     stats = {s.name: StepStats(s.name) for s in document_steps(list(task.steps))}
     stats["tokenize"] = StepStats("tokenize")
-    pii_params = find(list(task.steps), "pii")
+    pii_params = step_params(list(task.steps), "pii")
     scrubber = _cached(f"scrub:{key}", lambda: Scrubber(pii_params)) if pii_params is not None else None
     writer = _PartWriter(tmp, np.dtype(task.dtype), task.tokenizer, hasher, scrubber)
     bad = BadInput()

@@ -51,6 +51,8 @@ STEPS: dict[str, StepKind] = {
     "dedup": StepKind(DedupParams, None),
 }
 CORPUS_WIDE = ("decontaminate", "dedup")
+# Step parameters that default to the source's `language` when left unset (None).
+LANGUAGE_KEYS = ("language", "languages")
 
 _CODE_PII = ["email", "ipv4", "ipv6", "secret", "secret_assignment", "private_key"]
 
@@ -87,20 +89,24 @@ class StepSpec:
         return {self.name: to_dict(self.params)}
 
 
-def parse_pipeline(value: Any, path: str, problems: list[str]) -> list[StepSpec]:
-    """Specs of a recipe name or an explicit step list; problems are appended with their path."""
+def parse_pipeline(value: Any, path: str, problems: list[str], language: list[str] | None = None) -> list[StepSpec]:
+    """Specs of a recipe name or an explicit step list; problems are appended with their path.
+
+    `language` is the source's language list: a step parameter left unset that means "the
+    source's language" (`language`, or the language-id step's `languages`) is filled with it.
+    """
     if isinstance(value, str):
         if value not in RECIPES:
             problems.append(f"{path}: unknown pipeline {value!r} (recipes: {', '.join(RECIPES)}; "
                             "or give a list of steps)")
             return []
-        return parse_pipeline(RECIPES[value], path, problems)
+        return parse_pipeline(RECIPES[value], path, problems, language)
     if not isinstance(value, list):
         problems.append(f"{path}: must be a recipe name or a list of steps")
         return []
     specs: list[StepSpec] = []
     for i, item in enumerate(value):
-        spec = _parse_step(item, f"{path}[{i}]", problems)
+        spec = _parse_step(item, f"{path}[{i}]", problems, language)
         if spec is None:
             continue
         if any(s.name == spec.name for s in specs):
@@ -112,7 +118,7 @@ def parse_pipeline(value: Any, path: str, problems: list[str]) -> list[StepSpec]
     return specs
 
 
-def _parse_step(item: Any, path: str, problems: list[str]) -> StepSpec | None:
+def _parse_step(item: Any, path: str, problems: list[str], language: list[str] | None) -> StepSpec | None:
     if isinstance(item, str):
         name, raw = item, {}
     elif isinstance(item, dict) and len(item) == 1:
@@ -128,6 +134,9 @@ def _parse_step(item: Any, path: str, problems: list[str]) -> StepSpec | None:
     params = parse(kind.params, raw, f"{path}.{name}", problems)
     if params is INVALID:
         return None
+    for key in LANGUAGE_KEYS:
+        if language and getattr(params, key, ...) is None:
+            setattr(params, key, list(language))
     if kind.check is not None:
         problems += kind.check(params, f"{path}.{name}")
     return StepSpec(name, params)
@@ -137,7 +146,7 @@ def document_steps(specs: list[StepSpec]) -> list[StepSpec]:
     return [s for s in specs if STEPS[s.name].build is not None]
 
 
-def find(specs: list[StepSpec], name: str) -> Any | None:
+def step_params(specs: list[StepSpec], name: str) -> Any | None:
     """The parameters of step `name` in the pipeline, or None when it is not there."""
     return next((s.params for s in specs if s.name == name), None)
 

@@ -30,17 +30,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cptkit.config import Config, SourceConfig, expand_paths
+from cptkit.config import Config, SourceConfig
 from cptkit.data import hfsource
 from cptkit.data.assemble import step_table, write_unit
 from cptkit.data.curate import PartTask, part_folder
-from cptkit.data.decide import Unit, decide
 from cptkit.data.executors import run_tasks
 from cptkit.data.parts import Part, plan_parts
-from cptkit.data.pipelines import CORPUS_WIDE, StepSpec, parse_pipeline
+from cptkit.data.paths import expand_paths
+from cptkit.data.pipelines import CORPUS_WIDE, StepSpec
 from cptkit.data.shards import token_dtype, windows_in
+from cptkit.data.splits import DocumentTable, assign_splits
 from cptkit.data.tokenize import TokenizerSpec
-from cptkit.durable import fsync_dir, fsync_tree
+from cptkit.durable import fsync_dir, fsync_tree, write_json
 from cptkit.errors import UserError
 from cptkit.faults import crash_point
 from cptkit.schema import to_dict
@@ -64,21 +65,15 @@ class SourcePlan:
 
 
 def source_plans(cfg: Config) -> list[SourcePlan]:
+    """Every prepared unit of the (normalised) config, training sources first, in config order."""
     plans = []
     for role, sources in (("domain", cfg.domain_sources), ("general", cfg.general_sources)):
         heldout = role not in cfg.data.eval
-        for i, s in enumerate(sources):
-            where = f"data.{role}" + (f"[{i}]" if len(sources) > 1 else "")
-            plans.append(SourcePlan(s.name, role, s, heldout, where=where))
+        plans += [SourcePlan(s.name, role, s, heldout, where=s.where, specs=s.steps) for s in sources]
     plans += [
-        SourcePlan(f"eval-{name}", "eval", src, heldout=False, eval_only=True, where=f"data.eval.{name}")
+        SourcePlan(f"eval-{name}", "eval", src, heldout=False, eval_only=True, where=src.where, specs=src.steps)
         for name, src in cfg.data.eval.items()
     ]
-    for plan in plans:
-        problems: list[str] = []
-        plan.specs = parse_pipeline(plan.source.pipeline, f"{plan.where}.pipeline", problems)
-        if problems:
-            raise UserError("config: pipeline problems:", problems)
     return plans
 
 
@@ -203,13 +198,14 @@ def prepare(cfg: Config, force: bool = False) -> dict[str, dict]:
     needed = plans if wide else [p for p, _ in todo]
     dtype = token_dtype(vocab)
     units = _run_parts(cfg, needed, files, keys, spec, dtype.name, force, decon)
-    decide(list(units.values()), cfg.data.heldout_fraction, cfg.data.heldout_max_docs)
+    assign_splits(list(units.values()), cfg.data.heldout_fraction, cfg.data.heldout_max_docs)
     for plan, key in todo:
         manifests[plan.name] = _write(cfg, units[plan.name], units, files[plan.name], key, spec, vocab, root)
     return {p.name: manifests[p.name] for p in plans if p.name in manifests}
 
 
-def _run_parts(cfg, plans, files, keys, spec, dtype: str, force: bool, decon: bool) -> dict[str, Unit]:
+def _run_parts(cfg: Config, plans: list[SourcePlan], files, keys, spec, dtype: str, force: bool, decon: bool
+               ) -> dict[str, DocumentTable]:
     """Make sure every part of every plan is finished; return the loaded units."""
     work = cfg.prepared_dir / ".work"
     workers = cfg.data.num_workers or min(os.cpu_count() or 1, 16)
@@ -218,14 +214,13 @@ def _run_parts(cfg, plans, files, keys, spec, dtype: str, force: bool, decon: bo
     for plan in plans:
         folder = work / plan.name
         parts = _part_list(cfg, plan, files[plan.name], keys[plan.name], folder, force)
-        minhash = cfg.data.minhash
         signed = needs_signatures(plan, decon)
-        sig = (minhash.ngram, minhash.bands, minhash.rows, minhash.seed) if signed else None
+        minhash = cfg.data.minhash if signed else None
         for part in parts:
             if not part_folder(folder, part.index).is_dir():
                 tasks.append(PartTask(part, plan.source, plan.name, plan.where, tuple(plan.specs), str(folder),
-                                      spec, dtype, sig, cfg.data.max_document_bytes, threads))
-        units[plan.name] = Unit(plan, plan.specs, [part_folder(folder, p.index) for p in parts], dtype, signed)
+                                      spec, dtype, minhash, cfg.data.max_document_bytes, threads))
+        units[plan.name] = DocumentTable(plan, plan.specs, [part_folder(folder, p.index) for p in parts], dtype, signed)
     total = sum(len(u.parts) for u in units.values())
     if tasks:
         log.info("curating %d of %d parts with %d %s worker(s)", len(tasks), total, workers, cfg.data.executor)
@@ -239,7 +234,7 @@ def _run_parts(cfg, plans, files, keys, spec, dtype: str, force: bool, decon: bo
     return units
 
 
-def _part_list(cfg, plan: SourcePlan, files, key: str, folder: Path, force: bool) -> list[Part]:
+def _part_list(cfg: Config, plan: SourcePlan, files, key: str, folder: Path, force: bool) -> list[Part]:
     """The unit's parts, planned once per part key; finished parts of an older key are removed."""
     marker = folder / "key.json"
     saved = json.loads(marker.read_text()) if marker.is_file() else None
@@ -249,7 +244,7 @@ def _part_list(cfg, plan: SourcePlan, files, key: str, folder: Path, force: bool
         parts = plan_parts(plan.source, files, cfg.data.part_bytes, plan.where)
         listing = [{"path": p.path, "span": list(p.span.__dict__.values()) if p.span else None,
                     "dataset_part": list(p.dataset_part) if p.dataset_part else None} for p in parts]
-        _write_json(marker, {"key": key, "parts": listing})
+        write_json(marker, {"key": key, "parts": listing})
         return parts
     for partial in folder.glob(".tmp-*"):
         shutil.rmtree(partial, ignore_errors=True)  # a part a crash left unfinished: redone
@@ -259,7 +254,7 @@ def _part_list(cfg, plan: SourcePlan, files, key: str, folder: Path, force: bool
                  tuple(e["dataset_part"]) if e["dataset_part"] else None) for i, e in enumerate(saved["parts"])]
 
 
-def _write(cfg, unit: Unit, units, files, key, spec, vocab, root) -> dict:
+def _write(cfg: Config, unit: DocumentTable, units, files, key, spec, vocab, root) -> dict:
     started = time.time()
     plan = unit.plan
     tmp = root / f".tmp-{plan.name}-{os.getpid()}"
@@ -289,7 +284,7 @@ def _write(cfg, unit: Unit, units, files, key, spec, vocab, root) -> dict:
         "shards": out["shards"],
         "wall_s": round(time.time() - started, 3),
     }
-    _write_json(tmp / "manifest.json", manifest)
+    write_json(tmp / "manifest.json", manifest)
     fsync_tree(tmp)
     crash_point(f"prepare:write:{plan.name}")
     final = root / plan.name
@@ -303,15 +298,6 @@ def _write(cfg, unit: Unit, units, files, key, spec, vocab, root) -> dict:
         f"{manifest['tokens']['total']:,}", f"{bad.total:,}",
     )
     return manifest
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def total_tokens(manifests: dict[str, dict], split: str = "train") -> dict[str, int]:

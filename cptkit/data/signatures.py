@@ -19,8 +19,12 @@ import hashlib
 import re
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from cptkit.data.config import MinHashConfig
 
 _NON_WORD = re.compile(r"[^\w\s]+")
 _CHUNK = 4096  # n-grams hashed at once: bounds the [chunk, permutations] matrix to a few MB
@@ -60,6 +64,10 @@ class MinHasher:
         object.__setattr__(self, "_b", rng.integers(0, hi, n, dtype=np.uint64, endpoint=True))
         object.__setattr__(self, "_pos", rng.integers(1, hi, max(self.ngram, 1), dtype=np.uint64) | np.uint64(1))
         object.__setattr__(self, "_row", rng.integers(1, hi, self.rows, dtype=np.uint64) | np.uint64(1))
+
+    @classmethod
+    def from_config(cls, c: MinHashConfig) -> MinHasher:
+        return cls(c.ngram, c.bands, c.rows, c.seed)
 
     def shingles(self, normalized: str) -> np.ndarray:
         """64-bit hashes of the word n-grams (one n-gram of all words when there are fewer)."""

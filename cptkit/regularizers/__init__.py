@@ -8,5 +8,5 @@
 
 `build.build_regularizer` runs before the model is wrapped for DDP and before a resumed run
 loads its checkpoint, so the anchors and the reference are always the starting weights. This
-package's own import is light (no torch) so config validation can use `checks.py`.
+package's own import is light (no torch): the config section is `config.py`.
 """

@@ -3,28 +3,19 @@
 Freezing sets `requires_grad = False` before the optimizer is built, so frozen weights get no
 gradient, no optimizer state and no update. A tied output layer *is* the input embedding
 matrix, so freezing either freezes both; the log says so (nothing is dropped silently).
-This module imports torch only where it needs it, so config validation stays light.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from cptkit.errors import UserError
 
+if TYPE_CHECKING:
+    from cptkit.train.config import TrainConfig
+
 log = logging.getLogger("cptkit")
-
-
-def check_freezing(t) -> list[str]:
-    """Config problems of train.* freezing keys (t: TrainConfig), each with its dotted path."""
-    p: list[str] = []
-    if t.freeze_layers < 0:
-        p.append(f"train.freeze_layers: must be >= 0, got {t.freeze_layers}")
-    if not t.embedding_lr_scale > 0:
-        p.append(f"train.embedding_lr_scale: must be > 0, got {t.embedding_lr_scale} (to not train them: freeze_embeddings)")
-    if t.freeze_embeddings and t.embedding_lr_scale != 1.0:
-        p.append("train.freeze_embeddings and train.embedding_lr_scale: frozen embeddings have no learning rate; give one")
-    return p
 
 
 def decoder_layers(model):
@@ -41,8 +32,8 @@ def decoder_layers(model):
     )
 
 
-def apply_freezing(model, cfg) -> dict[str, int]:
-    """Freeze what cfg (TrainConfig) asks for; return trainable and frozen parameter counts."""
+def apply_freezing(model, cfg: TrainConfig) -> dict[str, int]:
+    """Freeze what `train.*` asks for; return trainable and frozen parameter counts."""
     embed = model.get_input_embeddings()
     head = model.get_output_embeddings()
     tied = head is not None and head.weight is embed.weight

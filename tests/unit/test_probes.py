@@ -8,17 +8,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cptkit.errors import UserError
-from cptkit.evaluation.probes import (
+from cptkit.evaluation.probe_sets import (
     ProbeSet,
-    aggregate,
     builtin_names,
     check_spec,
-    continuation,
-    greedy_matches,
     load_probe_set,
     load_probe_sets,
-    score_probe_sets,
 )
+from cptkit.evaluation.probes import aggregate, continuation, greedy_matches, score_probe_sets
 
 
 def test_shipped_sets_load_and_are_well_formed():

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from cptkit.train.schedules import Schedule, cosine_decay, lr_at, warmup_steps
+from cptkit.train.schedules import cosine_decay, lr_at, make_schedule, warmup_steps
 
 
 def test_linear_warmup_reaches_peak_at_the_end_of_warmup():
@@ -11,7 +11,7 @@ def test_linear_warmup_reaches_peak_at_the_end_of_warmup():
 
 
 def test_cosine_starts_at_peak_and_ends_exactly_at_the_floor():
-    sched = Schedule("cosine", peak=2e-4, total=11, warmup=1, min_ratio=0.1)
+    sched = make_schedule("cosine", peak=2e-4, total=11, warmup=1, min_ratio=0.1)
     assert sched(0) == pytest.approx(2e-4)  # warmup of one step already at peak
     assert sched(1) == pytest.approx(2e-4)  # first decay step
     assert sched(10) == pytest.approx(2e-5, abs=0, rel=1e-12)  # last step: the floor, honoured
@@ -31,7 +31,7 @@ def test_constant_after_warmup():
 
 
 def test_never_below_floor_and_monotone_after_warmup():
-    sched = Schedule("cosine", peak=1.0, total=1000, warmup=30, min_ratio=0.1)
+    sched = make_schedule("cosine", peak=1.0, total=1000, warmup=30, min_ratio=0.1)
     decay = [sched(s) for s in range(30, 1000)]
     assert min(decay) == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(decay, decay[1:]))
@@ -69,7 +69,7 @@ def test_wsd_decay_shapes_exact():
 
 def test_infinite_warmup_cooldown_constant_anneal_exact():
     # total 12, warmup 2, cooldown 3 (peak 1.0 -> level 0.5, cosine), decay 3 (0.5 -> 0.1, linear)
-    sched = Schedule("infinite", peak=1.0, total=12, warmup=2, min_ratio=0.1, decay=3, cooldown=3,
+    sched = make_schedule("infinite", peak=1.0, total=12, warmup=2, min_ratio=0.1, decay=3, cooldown=3,
                      constant_ratio=0.5)
     values = [sched(s) for s in range(12)]
     assert values[:2] == [0.5, 1.0]  # warmup

@@ -1,5 +1,6 @@
-"""Corpus-wide decisions over every prepared unit at once: held-out routing, perplexity
-selection, decontamination and deduplication, from the per-document arrays the workers wrote.
+"""Where every document goes (train, eval or dropped), decided over every prepared unit at once:
+perplexity selection, held-out routing, decontamination and deduplication, from the
+per-document arrays the workers wrote.
 
 Order (each only over the documents the previous ones kept):
 1. perplexity selection within each unit (keep_fraction, CCNet buckets);
@@ -14,30 +15,52 @@ Order (each only over the documents the previous ones kept):
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from cptkit.data import dedup as dd
-from cptkit.data.pipelines import find
+from cptkit.data.pipelines import step_params
 
 TRAIN, EVAL, DROPPED = 0, 1, -1
-# Drop codes: (step, reason) for documents dropped at assembly.
-REASONS = {
-    1: ("perplexity_select", "above_keep_fraction"),
-    2: ("perplexity_select", "bucket_not_kept"),
-    3: ("decontaminate", "eval_exact"),
-    4: ("decontaminate", "eval_near"),
-    5: ("dedup", "exact_duplicate"),
-    6: ("dedup", "near_duplicate"),
+
+
+class DropCode(enum.IntEnum):
+    """Why assembly dropped a document; stored per document as an int8 (0: not dropped here)."""
+
+    KEPT = 0
+    ABOVE_KEEP_FRACTION = 1
+    BUCKET_NOT_KEPT = 2
+    EVAL_EXACT = 3
+    EVAL_NEAR = 4
+    EXACT_DUPLICATE = 5
+    NEAR_DUPLICATE = 6
+
+    @property
+    def step(self) -> str:
+        """The step the manifest and the dropped records name."""
+        return _DROP_STEP[self]
+
+    @property
+    def reason(self) -> str:
+        return self.name.lower()
+
+
+_DROP_STEP = {
+    DropCode.ABOVE_KEEP_FRACTION: "perplexity_select", DropCode.BUCKET_NOT_KEPT: "perplexity_select",
+    DropCode.EVAL_EXACT: "decontaminate", DropCode.EVAL_NEAR: "decontaminate",
+    DropCode.EXACT_DUPLICATE: "dedup", DropCode.NEAR_DUPLICATE: "dedup",
 }
+ASSEMBLY_DROPS = tuple(c for c in DropCode if c is not DropCode.KEPT)
 BUCKET_NAMES = {0: "head", 1: "middle", 2: "tail"}
 
 
 @dataclass
-class Unit:
-    """One prepared unit as assembly sees it: its plan, parts and per-document arrays."""
+class DocumentTable:
+    """One prepared unit (a training source or an eval set) as assembly sees it: its plan, its
+    finished parts, one row per document the workers kept, and the decisions about each row."""
 
     plan: object  # prepare.SourcePlan
     specs: list
@@ -72,8 +95,8 @@ class Unit:
             self.arrays[key] = self.arrays[key].astype(dtype, copy=False)
 
 
-def decide(units: list[Unit], heldout_fraction: float, heldout_max_docs: int) -> None:
-    """Fill split / code / bucket / dup_of of every unit (in place)."""
+def assign_splits(units: list[DocumentTable], heldout_fraction: float, heldout_max_docs: int) -> None:
+    """Send every document to train, eval or dropped: fill split / code / bucket / dup_of (in place)."""
     for u in units:
         u.split = np.full(u.n, TRAIN, dtype=np.int8)
         u.code = np.zeros(u.n, dtype=np.int8)
@@ -86,17 +109,17 @@ def decide(units: list[Unit], heldout_fraction: float, heldout_max_docs: int) ->
     _dedup(units)
 
 
-def _perplexity(u: Unit) -> None:
-    p = find(u.specs, "perplexity")
+def _perplexity(u: DocumentTable) -> None:
+    p = step_params(u.specs, "perplexity")
     if p is None:
         return
     bucket, reason = dd.perplexity_select(u.arrays["ppl"], p.buckets, p.keep_buckets, p.keep_fraction)
     u.bucket[:] = bucket
-    u.code[reason == 1], u.code[reason == 2] = 1, 2
+    u.code[reason == 1], u.code[reason == 2] = DropCode.ABOVE_KEEP_FRACTION, DropCode.BUCKET_NOT_KEPT
     u.split[reason > 0] = DROPPED
 
 
-def _route(u: Unit, fraction: float, cap: int) -> None:
+def _route(u: DocumentTable, fraction: float, cap: int) -> None:
     alive = u.split != DROPPED
     if u.plan.eval_only:
         u.split[alive] = EVAL
@@ -105,7 +128,7 @@ def _route(u: Unit, fraction: float, cap: int) -> None:
         u.split[chosen] = EVAL
 
 
-def _eval_index(units: list[Unit]) -> tuple[np.ndarray, np.ndarray]:
+def _eval_index(units: list[DocumentTable]) -> tuple[np.ndarray, np.ndarray]:
     exact, bands = [], []
     width = max((u.arrays["bands"].shape[1] for u in units), default=0)
     for u in units:
@@ -119,23 +142,23 @@ def _eval_index(units: list[Unit]) -> tuple[np.ndarray, np.ndarray]:
             np.concatenate(bands) if bands else np.zeros((0, width), dtype=np.uint64))
 
 
-def _decontaminate(u: Unit, eval_exact: np.ndarray, eval_bands: np.ndarray) -> None:
-    p = find(u.specs, "decontaminate")
+def _decontaminate(u: DocumentTable, eval_exact: np.ndarray, eval_bands: np.ndarray) -> None:
+    p = step_params(u.specs, "decontaminate")
     if p is None or u.plan.eval_only:
         return
     rows = np.flatnonzero(u.split == TRAIN)
     bands = u.arrays["bands"][rows] if p.near and u.arrays["bands"].shape[1] == eval_bands.shape[1] else None
     kind = dd.contaminated(u.arrays["exact"][rows] if p.exact else None, bands, eval_exact, eval_bands)
-    u.code[rows[kind == dd.EXACT]] = 3
-    u.code[rows[kind == dd.NEAR]] = 4
+    u.code[rows[kind == dd.EXACT]] = DropCode.EVAL_EXACT
+    u.code[rows[kind == dd.NEAR]] = DropCode.EVAL_NEAR
     u.split[rows[kind != dd.KEEP]] = DROPPED
 
 
-def _dedup(units: list[Unit]) -> None:
+def _dedup(units: list[DocumentTable]) -> None:
     """Group the units (one shared group for across_sources, else each alone) and drop repeats."""
-    groups: dict[str, list[Unit]] = {}
+    groups: dict[str, list[DocumentTable]] = {}
     for u in units:
-        p = find(u.specs, "dedup")
+        p = step_params(u.specs, "dedup")
         if p is None:
             continue
         shared = p.across_sources and not u.plan.eval_only
@@ -150,14 +173,14 @@ def _dedup(units: list[Unit]) -> None:
         owner = np.concatenate([np.full(len(r), i) for i, r in enumerate(rows)]) if rows else np.zeros(0, int)
         local = np.concatenate(rows) if rows else np.zeros(0, int)
         for i, (u, r) in enumerate(zip(members, rows)):
-            p = find(u.specs, "dedup")
+            p = step_params(u.specs, "dedup")
             mine = owner == i
             k = kind[mine]
             if p.near and not p.exact:  # an exact copy is also a near duplicate
                 k = np.where(k == dd.EXACT, dd.NEAR, k)
             hit = ((k == dd.EXACT) & p.exact) | ((k == dd.NEAR) & p.near)
             targets = r[hit]
-            u.code[targets] = np.where(k[hit] == dd.EXACT, 5, 6)
+            u.code[targets] = np.where(k[hit] == dd.EXACT, DropCode.EXACT_DUPLICATE, DropCode.NEAR_DUPLICATE)
             u.split[targets] = DROPPED
             for row, first in zip(targets, of[mine][hit]):
                 u.dup_of[int(row)] = (members[owner[first]].plan.name, int(local[first]))
