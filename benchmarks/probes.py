@@ -28,12 +28,12 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cptkit.evaluation.probes import load_probe_sets, score_probe_sets
-    from cptkit.train.losses import check_chunked_head
+    from cptkit.train.checks import chunked_head_is_exact
 
     lm = AutoModelForCausalLM.from_pretrained(args.model).eval()
     tok = AutoTokenizer.from_pretrained(args.model)
     device = torch.device("cpu")
-    chunk = 1024 if check_chunked_head(lm, device) else None
+    chunk = 1024 if chunked_head_is_exact(lm, device) else None
     sets = load_probe_sets({"general": "builtin:general"})
     times: dict[str, list[float]] = {"one at a time": [], "cptkit batched": []}
     results = {}

@@ -140,12 +140,12 @@ def latest_state(run_dir: Path) -> Path | None:
     return states[-1] if states else None
 
 
-def prune(run_dir: Path, keep_last: int, keep_best: int, metric_at: dict[int, float],
+def prune(run_dir: Path, keep_last: int, keep_best: int, scores: dict[int, float],
           always: set[int] = frozenset()) -> list[Path]:
     """Delete states that are neither among the newest `keep_last`, the best `keep_best`, nor `always`."""
     states = committed_states(run_dir)
     keep = ({step_of(p) for p in states[-keep_last:]} if keep_last else set()) | set(always)
-    scored = sorted((metric_at[step_of(p)], step_of(p)) for p in states if step_of(p) in metric_at)
+    scored = sorted((scores[step_of(p)], step_of(p)) for p in states if step_of(p) in scores)
     keep |= {step for _, step in scored[:keep_best]}
     removed = [p for p in states if step_of(p) not in keep]
     for p in removed:

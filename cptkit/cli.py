@@ -35,7 +35,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from cptkit.data.prepare import read_manifest, source_plans
+    from cptkit.data.manifest import read_manifest
+    from cptkit.data.prepare import source_plans
     from cptkit.distributed import launched_world_size
     from cptkit.planning import describe, make_plan
 

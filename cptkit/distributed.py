@@ -31,10 +31,10 @@ from datetime import timedelta
 import torch
 
 from cptkit.errors import UserError
+from cptkit.train.precision import Precision
 
 log = logging.getLogger("cptkit")
 
-MIXED_PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
 LM = "lm."  # CausalLMLoss keeps the Hugging Face model as `.lm`; saved weights use the model's own names
 
 
@@ -44,11 +44,15 @@ class Dist:
     rank: int
     world_size: int
     device: torch.device
+    precision: Precision
     strategy: str = "single"  # single | ddp | fsdp: how `wrap` spread the model (set there)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def autocast(self):
+        return self.precision.autocast()
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.world_size == 1:
@@ -115,15 +119,24 @@ class Dist:
             return contextlib.nullcontext()
         return self.accelerator.no_sync(model)
 
-    def clip_grad_norm(self, model: torch.nn.Module, max_norm: float) -> float:
-        """Clip the gradient norm over all parameters of all processes; return the norm before."""
+    def clip_grad_norm(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_norm: float) -> float:
+        """Clip the gradient norm over all parameters of all processes; return the norm before.
+
+        Under float16 loss scaling the gradients are unscaled first, so the norm is the true one.
+        """
+        self.precision.unscale(_plain(optimizer))
         if self.strategy != "fsdp":
-            return float(self.accelerator.clip_grad_norm_(model.parameters(), max_norm))
+            return float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
         from torch.distributed.tensor import DTensor
 
         # Over sharded gradients the norm comes back as a DTensor of partial sums.
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=True)
         return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, apply: bool) -> None:
+        """The update (unless `apply` is False) and the loss scaler's bookkeeping, on the same
+        plain optimizer that `clip_grad_norm` unscaled."""
+        self.precision.step(_plain(optimizer), apply)
 
     def call_gathered(self, module: torch.nn.Module, fn: Callable, *args):
         """`fn(lm, *args)` on the Hugging Face model with every weight whole (gathered under fsdp).
@@ -261,16 +274,14 @@ def setup(dtype: str, cpu: bool | None = None, timeout: timedelta = timedelta(mi
 
     if cpu is None:
         cpu = not torch.cuda.is_available()
-    if dtype == "float16" and cpu:
-        raise UserError("model.dtype: float16 training needs a GPU; use bfloat16 or float32 on CPU")
-    accelerator = Accelerator(
-        mixed_precision=MIXED_PRECISION[dtype], cpu=cpu, kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)]
-    )
+    # Precision is cptkit's own (train/precision.py): accelerate only starts processes and wraps DDP.
+    accelerator = Accelerator(mixed_precision="no", cpu=cpu, kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)])
     return Dist(
         accelerator=accelerator,
         rank=accelerator.process_index,
         world_size=accelerator.num_processes,
         device=accelerator.device,
+        precision=Precision(dtype, accelerator.device),
     )
 
 

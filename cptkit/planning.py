@@ -11,10 +11,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cptkit.config import Config
-from cptkit.data.prepare import window_count
+from cptkit.data.manifest import Manifest
 from cptkit.errors import UserError
 from cptkit.mixing import MixSchedule, mix_schedule
 from cptkit.train.schedules import Schedule, schedule_for
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """How often the loop logs, evaluates and saves (train.log_every, eval.every_steps,
+    checkpoint.every_steps), and whether every checkpoint is evaluated too."""
+
+    log_every: int = 1
+    eval_every: int = 500
+    save_every: int = 1000
+    judge_saves: bool = False
+
+    @classmethod
+    def of(cls, cfg: Config) -> Cadence:
+        judged = bool(cfg.checkpoint.keep_best) or cfg.train.forgetting_budget is not None
+        return cls(cfg.train.log_every, cfg.eval.every_steps, cfg.checkpoint.every_steps, judged)
 
 
 @dataclass
@@ -31,10 +47,24 @@ class RunPlan:
     general_names: list[str]
     windows: dict[str, int] = field(default_factory=dict)  # training windows per source
     shares: MixSchedule | None = None
+    cadence: Cadence = field(default_factory=lambda: Cadence())
 
     def progress(self, step: int) -> float:
         """Training progress of optimizer step `step` (0-based): 0 at the first, 1 at the last."""
         return step / max(self.total_steps - 1, 1)
+
+    # When the loop acts, as predicates of the optimizer steps done (`step` >= 1).
+    def log_due(self, step: int) -> bool:
+        return step % self.cadence.log_every == 0 or step == self.total_steps
+
+    def eval_due(self, step: int) -> bool:
+        """Every eval.every_steps, at the end, and at every checkpoint when checkpoints are judged
+        (kept by checkpoint.metric, or checked against the forgetting budget)."""
+        c = self.cadence
+        return step % c.eval_every == 0 or step == self.total_steps or (c.judge_saves and step % c.save_every == 0)
+
+    def save_due(self, step: int) -> bool:
+        return step % self.cadence.save_every == 0 or step == self.total_steps
 
     @property
     def tokens_per_step(self) -> int:
@@ -61,14 +91,14 @@ def batch_geometry(cfg: Config, world_size: int) -> tuple[int, int]:
     return rows, rows // per_pass
 
 
-def make_plan(cfg: Config, manifests: dict[str, dict] | None, world_size: int = 1) -> RunPlan:
+def make_plan(cfg: Config, manifests: dict[str, Manifest] | None, world_size: int = 1) -> RunPlan:
     t = cfg.train
     rows, accum = batch_geometry(cfg, world_size)
     domain = [s.name for s in cfg.domain_sources]
     general = [s.name for s in cfg.general_sources] if cfg.replay_in_use else []
     windows = {}
     if manifests is not None:
-        windows = {n: window_count(manifests[n], "train", cfg.data.seq_len) for n in domain + general}
+        windows = {n: manifests[n].windows("train", cfg.data.seq_len) for n in domain + general}
         empty = [n for n, w in windows.items() if w == 0]
         if empty:
             raise UserError(
@@ -92,6 +122,7 @@ def make_plan(cfg: Config, manifests: dict[str, dict] | None, world_size: int = 
         seq_len=cfg.data.seq_len, rows_per_step=rows, micro_batch_size=t.micro_batch_size,
         world_size=world_size, accumulation=accum, total_steps=total, schedule=schedule,
         budget_source=budget, domain_names=domain, general_names=general, windows=windows, shares=shares,
+        cadence=Cadence.of(cfg),
     )
 
 

@@ -15,7 +15,6 @@ import copy
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from cptkit import mixlaw
 from cptkit.config import load_config, parse_overrides, set_dotted
+from cptkit.durable import write_json
 from cptkit.errors import UserError
 
 log = logging.getLogger("cptkit")
@@ -184,9 +184,7 @@ def sweep(raw: dict, o: SweepOptions, overrides: list[str] | None = None, config
         "recommendation": {"predicted": predicted, "measured": measured_choice(records, base, o.budget)},
         "wall_s": round(time.perf_counter() - t0, 2),
     }
-    tmp = o.out / f"sweep.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, o.out / "sweep.json")
+    write_json(o.out / "sweep.json", result)
     return result
 
 

@@ -9,7 +9,7 @@ shards. Two stages, each safe to interrupt:
    (see curate.py). A part folder appears only when complete, so a rerun after a crash skips
    finished parts and redoes the rest. Parts stay while the source's inputs and per-document
    settings are unchanged, so changing, say, the eval set re-assembles without re-curating.
-2. Assembly. Decisions that need the whole corpus are taken in the main process (decide.py),
+2. Assembly. Decisions that need the whole corpus are taken in the main process (splits.py),
    then each source is written in a temporary folder and renamed into place only once its
    manifest is written, so nothing that looks complete is ever partial.
 
@@ -35,10 +35,11 @@ from cptkit.data import hfsource
 from cptkit.data.assemble import step_table, write_unit
 from cptkit.data.curate import PartTask, part_folder
 from cptkit.data.executors import run_tasks
+from cptkit.data.manifest import FORMAT_VERSION, Manifest, read_manifest
 from cptkit.data.parts import Part, plan_parts
 from cptkit.data.paths import expand_paths
 from cptkit.data.pipelines import CORPUS_WIDE, StepSpec
-from cptkit.data.shards import token_dtype, windows_in
+from cptkit.data.shards import token_dtype
 from cptkit.data.splits import DocumentTable, assign_splits
 from cptkit.data.tokenize import TokenizerSpec
 from cptkit.durable import fsync_dir, fsync_tree, write_json
@@ -47,8 +48,6 @@ from cptkit.faults import crash_point
 from cptkit.schema import to_dict
 
 log = logging.getLogger(__name__)
-
-FORMAT_VERSION = 2
 
 
 @dataclass
@@ -158,17 +157,7 @@ def final_key(plan: SourcePlan, keys: dict[str, str], cfg: Config) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def read_manifest(folder: Path) -> dict | None:
-    path = folder / "manifest.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
-def prepare(cfg: Config, force: bool = False) -> dict[str, dict]:
+def prepare(cfg: Config, force: bool = False) -> dict[str, Manifest]:
     """Prepare every source of the config; return {folder name: manifest}."""
     root = cfg.prepared_dir
     root.mkdir(parents=True, exist_ok=True)
@@ -179,13 +168,13 @@ def prepare(cfg: Config, force: bool = False) -> dict[str, dict]:
     files = {p.name: _inputs(p) for p in plans}
     decon = decontaminating(plans)
     keys = {p.name: part_key(p, files[p.name], tok_hash, cfg, needs_signatures(p, decon)) for p in plans}
-    manifests: dict[str, dict] = {}
+    manifests: dict[str, Manifest] = {}
     todo = []
     for plan in plans:
         key = final_key(plan, keys, cfg)
         existing = read_manifest(root / plan.name)
-        if existing and existing.get("fingerprint") == key and not force:
-            log.info("%s: shards up to date (%s tokens), reused", plan.name, f"{existing['tokens']['total']:,}")
+        if existing and existing.fingerprint == key and not force:
+            log.info("%s: shards up to date (%s tokens), reused", plan.name, f"{existing.tokens['total']:,}")
             manifests[plan.name] = existing
             continue
         if existing:
@@ -254,7 +243,7 @@ def _part_list(cfg: Config, plan: SourcePlan, files, key: str, folder: Path, for
                  tuple(e["dataset_part"]) if e["dataset_part"] else None) for i, e in enumerate(saved["parts"])]
 
 
-def _write(cfg: Config, unit: DocumentTable, units, files, key, spec, vocab, root) -> dict:
+def _write(cfg: Config, unit: DocumentTable, units, files, key, spec, vocab, root) -> Manifest:
     started = time.time()
     plan = unit.plan
     tmp = root / f".tmp-{plan.name}-{os.getpid()}"
@@ -263,28 +252,17 @@ def _write(cfg: Config, unit: DocumentTable, units, files, key, spec, vocab, roo
     steps, pii, bad, read = step_table(unit)
     counts = out["counts"]
     kept = counts["train"] + counts["eval"]
-    manifest = {
-        "name": plan.name,
-        "role": plan.role,
-        "format_version": FORMAT_VERSION,
-        "fingerprint": key,
-        "content_hash": out["content_hash"],
-        "inputs": [str(f) for f in files] or [plan.source.dataset.path],
-        "pipeline": [s.to_json() for s in plan.specs],
-        "documents": {"read": read, "kept": kept, "dropped": read - kept, **counts},
-        "steps": steps,
-        "pii": pii,
-        "bad_input": bad.to_json(),
-        "tokens": {**out["tokens"], "total": out["tokens"]["train"] + out["tokens"]["eval"]},
-        "text_bytes": out["text_bytes"],
-        "dtype": unit.dtype,
-        "vocab_size": vocab,
-        "start_id": spec.start_id,
-        "eos_id": spec.eos_id,
-        "shards": out["shards"],
-        "wall_s": round(time.time() - started, 3),
-    }
-    write_json(tmp / "manifest.json", manifest)
+    manifest = Manifest(
+        name=plan.name, role=plan.role, fingerprint=key, content_hash=out["content_hash"],
+        inputs=[str(f) for f in files] or [plan.source.dataset.path],
+        pipeline=[s.to_json() for s in plan.specs],
+        documents={"read": read, "kept": kept, "dropped": read - kept, **counts},
+        steps=steps, pii=pii, bad_input=bad.to_json(),
+        tokens={**out["tokens"], "total": out["tokens"]["train"] + out["tokens"]["eval"]},
+        text_bytes=out["text_bytes"], dtype=unit.dtype, vocab_size=vocab, start_id=spec.start_id,
+        eos_id=spec.eos_id, shards=out["shards"], wall_s=round(time.time() - started, 3),
+    )
+    manifest.write(tmp)
     fsync_tree(tmp)
     crash_point(f"prepare:write:{plan.name}")
     final = root / plan.name
@@ -295,15 +273,6 @@ def _write(cfg: Config, unit: DocumentTable, units, files, key, spec, vocab, roo
     log.info(
         "%s: %s documents read, %s kept (%s train, %s held out), %s tokens, %s bad input records",
         plan.name, f"{read:,}", f"{kept:,}", f"{counts['train']:,}", f"{counts['eval']:,}",
-        f"{manifest['tokens']['total']:,}", f"{bad.total:,}",
+        f"{manifest.tokens['total']:,}", f"{bad.total:,}",
     )
     return manifest
-
-
-def total_tokens(manifests: dict[str, dict], split: str = "train") -> dict[str, int]:
-    return {name: m["tokens"][split] for name, m in manifests.items()}
-
-
-def window_count(manifest: dict, split: str, seq_len: int) -> int:
-    return sum(windows_in(s["n_tokens"], seq_len) for s in manifest["shards"][split])
-

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cptkit.data.manifest import Manifest
 from cptkit.data.shards import Shard, open_split, pack_window
 
 
@@ -35,13 +36,13 @@ class EvalSet:
         return len(self.windows)
 
 
-def build_eval_set(name: str, parts: list[tuple[Path, dict]], seq_len: int, max_tokens: int) -> EvalSet:
+def build_eval_set(name: str, parts: list[tuple[Path, Manifest]], seq_len: int, max_tokens: int) -> EvalSet:
     """Windows over the `eval` split of each (folder, manifest); the budget split evenly among them."""
     out = EvalSet(name)
     budget = max(max_tokens // max(len(parts), 1), 1)
     for folder, manifest in parts:
         left = budget
-        for shard in open_split(folder / "eval", manifest["shards"]["eval"], manifest["dtype"]):
+        for shard in open_split(folder / "eval", manifest.shards["eval"], manifest.dtype):
             if left <= 0:
                 break
             # Cut at the first document start at or after `left` tokens (or the shard's end).

@@ -11,7 +11,6 @@ under `harness.<DIR name>`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -19,12 +18,14 @@ from pathlib import Path
 from cptkit import checkpoint
 from cptkit.config import Config
 from cptkit.distributed import setup
+from cptkit.durable import write_json
 from cptkit.errors import UserError
 from cptkit.evaluation.perplexity import evaluate
 from cptkit.evaluation.probes import load_probe_sets, score_probe_sets
 from cptkit.evaluation.summary import merge_harness
 from cptkit.modeling import load_model, load_tokenizer
-from cptkit.train.losses import CausalLMLoss, check_chunked_head
+from cptkit.train.checks import chunked_head_is_exact
+from cptkit.train.losses import CausalLMLoss
 
 log = logging.getLogger("cptkit")
 
@@ -61,7 +62,7 @@ def evaluate_checkpoint(cfg: Config, folder: Path, harness: str | None = None, h
     dist = setup(cfg.model.dtype)
     manifests = prepared_data(cfg, dist)
     lm = load_for_eval(cfg, folder).to(dist.device)
-    chunk = cfg.train.loss_chunk_tokens if cfg.train.loss_chunk_tokens and check_chunked_head(lm, dist.device) else None
+    chunk = cfg.train.loss_chunk_tokens if cfg.train.loss_chunk_tokens and chunked_head_is_exact(lm, dist.device) else None
     started = time.time()
     results = evaluate(
         CausalLMLoss(lm, chunk).eval(),
@@ -69,7 +70,7 @@ def evaluate_checkpoint(cfg: Config, folder: Path, harness: str | None = None, h
         seq_len=cfg.data.seq_len,
         micro_batch_size=cfg.eval.micro_batch_size or cfg.train.micro_batch_size,
         device=dist.device,
-        autocast=dist.accelerator.autocast,
+        autocast=dist.autocast,
         all_reduce=dist.all_reduce_sum,
         rank=dist.rank,
         world_size=dist.world_size,
@@ -78,7 +79,7 @@ def evaluate_checkpoint(cfg: Config, folder: Path, harness: str | None = None, h
     tokenizer = tokenizer_for(cfg, folder)
     probe_rows: list[dict] = []
     if probe_sets:
-        scores, probe_rows = score_probe_sets(lm, tokenizer, probe_sets, dist.device, dist.accelerator.autocast,
+        scores, probe_rows = score_probe_sets(lm, tokenizer, probe_sets, dist.device, dist.autocast,
                                               chunk=chunk, batch_size=cfg.eval.probe_batch_size,
                                               new_tokens=cfg.eval.probe_new_tokens)
         results.update(scores)
@@ -94,7 +95,6 @@ def evaluate_checkpoint(cfg: Config, folder: Path, harness: str | None = None, h
         results["probe_results"] = probe_rows
     if dist.is_main:
         out = Path(cfg.output_dir) / "evals" / f"{folder.name}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2))
+        write_json(out, results)
         log.info("wrote %s", out)
     return results

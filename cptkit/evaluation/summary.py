@@ -14,8 +14,13 @@ All of it is computed from what the run wrote (eval records, probes.jsonl, harne
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cptkit.durable import write_json
+
+if TYPE_CHECKING:
+    from cptkit.records import EvalRecord
 
 EVAL_KINDS = ("_loss", "_ppl", "_bpb")
 PROBE_METRICS = ("exact", "logprob", "logprob_tok", "choice")
@@ -106,9 +111,10 @@ def read_jsonl(path: Path) -> list[dict]:
     return out
 
 
-def complete_summary(summary: dict, run_dir: Path, base: dict | None, best: dict | None, final: dict | None) -> dict:
+def complete_summary(summary: dict, run_dir: Path, base: EvalRecord | None, best: EvalRecord | None,
+                     final: EvalRecord | None) -> dict:
     """Add `change` and `probes` to a run's summary (keeps every existing key)."""
-    base, best, final = base or {}, best or {}, final or {}
+    base, best, final = (r.to_json() if r is not None else {} for r in (base, best, final))
     summary["change"] = {
         "best": relative_changes(summary.get("base", {}), summary.get("best", {})),
         "final": relative_changes(summary.get("base", {}), summary.get("final", {})),
@@ -119,12 +125,6 @@ def complete_summary(summary: dict, run_dir: Path, base: dict | None, best: dict
     kept = json.loads(previous.read_text()).get("harness", {}) if previous.is_file() else {}
     summary["harness"] = {**kept, **summary.get("harness", {})}
     return summary
-
-
-def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def merge_harness(run_dir: Path, checkpoint_name: str, results: dict) -> Path:

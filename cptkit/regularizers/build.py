@@ -24,6 +24,14 @@ class Regularizer:
     weight: float = 0.0
     fisher: dict[str, torch.Tensor] | None = None  # ewc, until anchor_to
 
+    def logged_term(self, penalty: float | None, kl_mean: float | None) -> float | None:
+        """The regularizer's term as added to the objective this step (None: not computed)."""
+        if self.anchor is not None:
+            return penalty
+        if self.kl is not None:
+            return None if kl_mean is None else self.kl.weight * kl_mean
+        return 0.0
+
     def anchor_to(self, lm: torch.nn.Module) -> None:
         """Take the anchors from `lm`'s parameters as they will be trained (after wrapping)."""
         if self.kind in ("ewc", "l2sp"):
@@ -64,7 +72,7 @@ def _fisher(cfg, lm, dist, run_dir: Path, general_windows: list, resuming: bool,
         log.info("regularizer ewc: Fisher from %s (%s)", path, meta)
         return fisher
     fisher, meta = estimate_fisher(lm, general_windows, r.fisher_tokens, r.fisher_kind, cfg.train.seed,
-                                   dist, dist.accelerator.autocast, chunk)
+                                   dist, dist.autocast, chunk)
     meta = {**meta, "model": cfg.model.name_or_path}
     if meta["tokens"] < r.fisher_tokens:
         log.info("regularizer ewc: data.general holds %s training tokens, fewer than fisher_tokens %s; "

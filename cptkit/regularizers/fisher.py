@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from cptkit.data.shards import IGNORE_INDEX, WindowIndex
+from cptkit.durable import replaced
 from cptkit.errors import UserError
 from cptkit.train.losses import LinearCrossEntropy, decoder_and_head, model_inputs
 
@@ -117,11 +117,9 @@ def estimate_fisher(lm: torch.nn.Module, windows: list[WindowIndex], tokens: int
 
 def save_fisher(path: Path, fisher: dict[str, torch.Tensor], meta: dict) -> None:
     """Write atomically: a crash never leaves a half-written Fisher that a later run would load."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    save_file({n: t.detach().cpu().contiguous() for n, t in fisher.items()}, str(tmp),
-              metadata={"cptkit": json.dumps(meta)})
-    os.replace(tmp, path)
+    with replaced(path) as tmp:
+        save_file({n: t.detach().cpu().contiguous() for n, t in fisher.items()}, str(tmp),
+                  metadata={"cptkit": json.dumps(meta)})
 
 
 def load_fisher(path: Path, lm: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict]:

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from cptkit.data.manifest import Manifest
 from cptkit.errors import UserError
+from cptkit.records import EvalRecord, StepRecord
 
 log = logging.getLogger("cptkit")
 
@@ -26,13 +28,13 @@ class RunData:
     name: str
     config: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
-    metrics: list[dict] = field(default_factory=list)
-    evals: list[dict] = field(default_factory=list)
+    metrics: list[StepRecord] = field(default_factory=list)
+    evals: list[EvalRecord] = field(default_factory=list)
     probes: list[dict] = field(default_factory=list)  # probes.jsonl lines
-    manifests: dict[str, dict] = field(default_factory=dict)
+    manifests: dict[str, Manifest] = field(default_factory=dict)
 
     def eval_names(self) -> list[str]:
-        names = {k[: -len("_ppl")] for rec in self.evals for k in rec if k.endswith("_ppl")}
+        names = {k[: -len("_ppl")] for rec in self.evals for k in rec.metrics if k.endswith("_ppl")}
         names |= {k[: -len("_ppl")] for k in self.summary.get("base", {}) if k.endswith("_ppl")}
         return sorted(names, key=lambda n: (n != "domain", n != "general", n))
 
@@ -74,13 +76,24 @@ def load_run(run_dir: Path) -> RunData:
             raise UserError(f"{run_dir / 'config.yaml'}: not valid YAML") from None
     if (run_dir / "summary.json").is_file():
         run.summary = _read_json(run_dir / "summary.json")
-    run.metrics = read_jsonl(run_dir / "metrics.jsonl")
-    run.evals = read_jsonl(run_dir / "eval.jsonl")
+    run.metrics = _records(run_dir / "metrics.jsonl", StepRecord)
+    run.evals = _records(run_dir / "eval.jsonl", EvalRecord)
     run.probes = read_jsonl(run_dir / "probes.jsonl")
     data_dir = Path(run.config.get("data", {}).get("prepared_dir") or run_dir / "data")
     for manifest in sorted(data_dir.glob("*/manifest.json")):
-        run.manifests[manifest.parent.name] = _read_json(manifest)
+        try:
+            run.manifests[manifest.parent.name] = Manifest.from_json(_read_json(manifest))
+        except TypeError as exc:
+            raise UserError(f"{manifest}: not a cptkit manifest ({exc})") from None
     return run
+
+
+def _records(path: Path, kind: type[StepRecord] | type[EvalRecord]) -> list:
+    rows = read_jsonl(path)
+    try:
+        return [kind.from_json(r) for r in rows]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"{path}: a line is not a {kind.__name__} ({exc!r})") from None
 
 
 def mix_schedule(run: RunData, points: int = 200) -> tuple[list[int], dict[str, list[float]]]:

@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cptkit.records import EvalRecord, StepRecord  # noqa: E402
 from cptkit.report.collect import RunData, mix_schedule  # noqa: E402
 
 WIDTH, HEIGHT = 6.4, 3.4
@@ -26,8 +27,10 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _series(records: list[dict], key: str, x: str = "tokens") -> tuple[list, list]:
-    pts = [(r[x], r[key]) for r in records if r.get(key) is not None and r.get(x) is not None]
+def _series(records: list[StepRecord] | list[EvalRecord], key: str, x: str = "tokens") -> tuple[list, list]:
+    """(x values, key values) of the records that have both, as written (null: not measured)."""
+    rows = [r.to_json() for r in records]
+    pts = [(r[x], r[key]) for r in rows if r.get(key) is not None and r.get(x) is not None]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 

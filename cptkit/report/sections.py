@@ -125,17 +125,17 @@ def harness(run: RunData, prefix: str = "") -> str:
 def data_summary(run: RunData, prefix: str = "") -> str:
     rows = []
     for name, m in run.manifests.items():
-        d, bad = m["documents"], m["bad_input"]
+        d, bad = m.documents, m.bad_input
         dropped = {}
-        for step in m["steps"]:
+        for step in m.steps:
             for reason, n in step["dropped"].items():
                 dropped[f"{step['name']}: {reason}"] = n
         reasons = "<br>".join(f"{html.escape(k)} {v:,}" for k, v in sorted(dropped.items(), key=lambda kv: -kv[1]))
         bad_text = "<br>".join(f"{html.escape(k)} {v:,}" for k, v in bad["reasons"].items())
         rows.append((name, [text(name), num(d["read"]), num(d["kept"]), num(d["dropped"]),
                             f"<td class='text'>{reasons or '-'}</td>", num(bad["total"]),
-                            f"<td class='text'>{bad_text or '-'}</td>", num(m["tokens"]["train"]),
-                            num(m["tokens"]["eval"])]))
+                            f"<td class='text'>{bad_text or '-'}</td>", num(m.tokens["train"]),
+                            num(m.tokens["eval"])]))
     header = ["source", "read", "kept", "dropped", "dropped per reason", "bad lines", "bad lines per reason",
               "train tokens", "held-out tokens"]
     return table(f"{prefix}data", header, rows)

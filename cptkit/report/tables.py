@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cptkit.data.manifest import Manifest
+
 
 def _fmt(value) -> str:
     if value is None:
@@ -22,18 +27,18 @@ def render(rows: list[list], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def prepare_table(manifests: dict[str, dict]) -> str:
+def prepare_table(manifests: dict[str, Manifest]) -> str:
     """Per source, one row per step: documents in, kept, dropped, and why; then tokens.
 
     Each step's `in` is the previous step's `kept`, so a row shows where documents went.
     """
     rows: list[list] = []
     for name, m in manifests.items():
-        bad = m["bad_input"]
+        bad = m.bad_input
         rows.append([name, None, None, None, ""])
-        rows.append(["  read", m["documents"]["read"] + bad["total"], m["documents"]["read"], bad["total"],
+        rows.append(["  read", m.documents["read"] + bad["total"], m.documents["read"], bad["total"],
                      _reasons("bad input: ", bad["reasons"])])
-        for step in m["steps"]:
+        for step in m.steps:
             notes = [_reasons("", step["dropped"])]
             if step.get("modified"):
                 notes.append(f"rewrote {step['modified']:,}")
@@ -41,9 +46,9 @@ def prepare_table(manifests: dict[str, dict]) -> str:
                 notes.append(_reasons("replaced: " if step["name"] == "pii" else "", step["counts"]))
             rows.append([f"  {step['name']}", step["in"], step["kept"], sum(step["dropped"].values()),
                          "; ".join(n for n in notes if n)])
-        n_shards = len(m["shards"]["train"]) + len(m["shards"]["eval"])
-        rows.append(["  tokens", m["tokens"]["total"], m["tokens"]["train"], None,
-                     f"{m['tokens']['eval']:,} held out, {n_shards} shard(s)"])
+        n_shards = len(m.shards["train"]) + len(m.shards["eval"])
+        rows.append(["  tokens", m.tokens["total"], m.tokens["train"], None,
+                     f"{m.tokens['eval']:,} held out, {n_shards} shard(s)"])
     header = ["source / step", "in", "kept", "dropped", "reasons"]
     cells = [[_fmt(c) if c is not None else "" for c in row] for row in [header, *rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -27,6 +27,7 @@ import numpy as np
 from cptkit.config import Config, expand_paths
 from cptkit.data.documents import BadInput, Document
 from cptkit.data.readers import Limits, read_file
+from cptkit.durable import replaced, write_json
 from cptkit.errors import RunFailure, UserError
 from cptkit.select import features
 from cptkit.select.scores import METHODS, TargetProfile, choose, mix_scores, quantiles, random_score
@@ -146,7 +147,7 @@ def _novelty_scorer(cfg: Config, o: SelectOptions):
         for start in range(0, len(order), o.batch_size):
             chunk = order[start : start + o.batch_size]
             for i, ppl in zip(chunk, scorer.score([texts[i][:chars] for i in chunk])):
-                out[i] = float(np.log(ppl)) if ppl == ppl else float("nan")
+                out[i] = float(np.log(ppl)) if not math.isnan(ppl) else float("nan")
         return out
 
     return score
@@ -208,20 +209,18 @@ def write_kept(cfg: Config, keep: np.ndarray, out: Path) -> int:
     """Second pass: write the kept documents; returns how many were written."""
     src = cfg.domain_sources[0]
     id_key = src.id_field or "id"
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
     opener = gzip.open if out.name.endswith(".gz") else open
     written, seen = 0, 0
-    with opener(tmp, "wt", encoding="utf-8") as fh:
-        for i, doc in enumerate(domain_documents(cfg, BadInput())):
-            seen = i + 1
-            if i < len(keep) and keep[i]:
-                fh.write(json.dumps({id_key: doc.id, src.text_field: doc.text}, ensure_ascii=False) + "\n")
-                written += 1
-    if seen != len(keep):
-        tmp.unlink()
-        raise RunFailure(f"select: the domain corpus changed while it was read ({len(keep)} documents "
-                         f"scored, {seen} on the second pass); run it again")
-    os.replace(tmp, out)
+    with replaced(out) as tmp:
+        with opener(tmp, "wt", encoding="utf-8") as fh:
+            for i, doc in enumerate(domain_documents(cfg, BadInput())):
+                seen = i + 1
+                if i < len(keep) and keep[i]:
+                    fh.write(json.dumps({id_key: doc.id, src.text_field: doc.text}, ensure_ascii=False) + "\n")
+                    written += 1
+        if seen != len(keep):
+            raise RunFailure(f"select: the domain corpus changed while it was read ({len(keep)} documents "
+                             f"scored, {seen} on the second pass); run it again")
     return written
 
 
@@ -255,14 +254,8 @@ def select(cfg: Config, o: SelectOptions, config_path: str | None = None) -> dic
     }
     if o.by == "mix":
         manifest["scores"]["mix"] = {"all": quantiles(final), "kept": quantiles(final[keep])}
-    _write_json(o.out.parent / "selection.json", manifest)
+    write_json(o.out.parent / "selection.json", manifest)
     return manifest
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def table(manifest: dict) -> str:

@@ -60,6 +60,10 @@ class TrainStream:
             "sources": [r.source for r in rows],
         }
 
+    def source_tokens(self, seq_len: int) -> dict[str, int]:
+        """Cumulative tokens (sequence positions) drawn from each training source so far."""
+        return {n: c * seq_len for n, c in self.mixer.count.items()}
+
     def state_dict(self) -> dict:
         return {"mixer": self.mixer.state_dict(), "consumed": {n: s.consumed for n, s in self.streams.items()}}
 

@@ -24,6 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cptkit.records import EvalRecord
 
 log = logging.getLogger("cptkit")
 
@@ -46,13 +50,29 @@ class ForgettingBudget:
     def active(self) -> bool:
         return self.budget is not None
 
-    def rise(self, base: dict | None, results: dict) -> float | None:
+    @property
+    def rolls_back(self) -> bool:
+        return self.active and self.action == "rollback"
+
+    def lr(self, scheduled: float) -> float:
+        """The learning rate after this budget's rollbacks lowered it."""
+        return scheduled * self.lr_scale
+
+    def mix(self, shares):
+        """The planned MixSchedule with this budget's replay shift applied."""
+        return boosted(shares, self.replay_boost)
+
+    def protected_steps(self) -> set[int]:
+        """Checkpoint steps never pruned: the base model's state, the rollback of last resort."""
+        return {0} if self.rolls_back else set()
+
+    def rise(self, base: EvalRecord | None, results: EvalRecord) -> float | None:
         """Relative change of general perplexity against step 0 (None without both numbers)."""
         if base is None or base.get(GENERAL) is None or results.get(GENERAL) is None:
             return None
         return results[GENERAL] / base[GENERAL] - 1.0
 
-    def within(self, base: dict | None, results: dict) -> bool:
+    def within(self, base: EvalRecord | None, results: EvalRecord) -> bool:
         return self.allows(self.rise(base, results))
 
     def allows(self, rise: float | None) -> bool:
@@ -65,9 +85,10 @@ class ForgettingBudget:
             return "stop"
         return self.action
 
-    def rollback_target(self, metric_at: dict[int, float | None], committed: list[int], now: int) -> int | None:
-        """The newest committed checkpoint step before `now` whose evaluation was within budget."""
-        good = [s for s in committed if s < now and s in metric_at and metric_at[s] is not None]
+    def rollback_target(self, scores: dict[int, float | None], committed: list[int], now: int) -> int | None:
+        """The newest committed checkpoint step before `now` whose evaluation was within budget
+        (scored: `BestTracker.scores`)."""
+        good = [s for s in committed if s < now and s in scores and scores[s] is not None]
         return max(good) if good else None
 
     def adjust(self, at_step: int, to_step: int, rise: float) -> dict:

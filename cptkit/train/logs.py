@@ -10,18 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
+from cptkit.durable import json_safe, write_text
+
 log = logging.getLogger("cptkit")
-
-
-def _clean(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN; null says "not measured"
-    return value
 
 
 class JsonLines:
@@ -31,7 +26,7 @@ class JsonLines:
         self.fh = open(path, "w" if fresh else "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
-        self.fh.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+        self.fh.write(json.dumps(json_safe(record)) + "\n")  # NaN as null: "not measured"
         self.fh.flush()
 
     def close(self) -> None:
@@ -51,9 +46,7 @@ def truncate_after(path: Path, step: int) -> list[dict]:
         if record.get("step", 0) <= step:
             kept.append(record)
             lines.append(line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in lines))
     return kept
 
 

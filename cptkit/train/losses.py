@@ -8,7 +8,7 @@ Two ways to the same number:
   vocabularies, where full logits of a 4 x 4096 batch take 8 GB in float32.
 - `full`: the model's own forward returns full logits and cross-entropy is taken on them. Used
   for architectures whose output is not a plain linear layer of the last hidden state (logit
-  soft-capping or scaling); `check_chunked_head` decides at start-up by comparing the two.
+  soft-capping or scaling); `cptkit.train.checks.chunked_head_is_exact` decides at start-up.
 
 Training and evaluation share these functions, so both count exactly the same tokens: a label
 of -100 (document boundary or padding) contributes nothing to the sum or the count.
@@ -253,7 +253,7 @@ def full_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], ref: Refer
 def lm_loss(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk: int | None, ref: Reference | None = None
 ) -> LossOutput:
-    """Chunked when `chunk` is set (see `check_chunked_head`), else through full logits."""
+    """Chunked when `chunk` is set (see `cptkit.train.checks`), else through full logits."""
     return chunked_loss(model, batch, chunk, ref) if chunk else full_loss(model, batch, ref)
 
 
@@ -279,26 +279,3 @@ class CausalLMLoss(torch.nn.Module):
         if ref is None:
             return out.total, out.row_sums, out.row_counts
         return out.total, out.row_sums, out.row_counts, out.kl_sum
-
-
-@torch.no_grad()
-def check_chunked_head(model: torch.nn.Module, device: torch.device) -> bool:
-    """True when hidden states through the output layer reproduce the model's own logits."""
-    if decoder_and_head(model) is None:
-        return False
-    vocab = model.get_input_embeddings().weight.shape[0]
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, vocab, (1, 12), generator=gen).to(device)
-    batch = {"input_ids": ids, "position_ids": torch.arange(12, device=device)[None],
-             "labels": torch.roll(ids, -1, 1)}
-    was_training = model.training
-    model.eval()
-    try:
-        full = full_loss(model, batch).row_sums
-        chunked = chunked_loss(model, batch, chunk=5).row_sums
-    finally:
-        model.train(was_training)
-    # In bfloat16 (FSDP mixed precision gathers bfloat16 weights) the two matmul shapes may
-    # round logits differently; a scaled or capped head differs by far more than this.
-    tol = 1e-4 if model.get_output_embeddings().weight.dtype == torch.float32 else 1e-2
-    return bool(torch.allclose(full, chunked, rtol=tol, atol=tol))

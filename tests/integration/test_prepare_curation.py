@@ -102,7 +102,7 @@ def test_same_output_whatever_the_parts_and_workers(tmp_path, tiny_model, medica
     for i, (part_bytes, workers) in enumerate([(30_000, 2), (10**9, 1)]):
         cfg = medical_config(tmp_path / str(i), tiny_model, folder, part_bytes=part_bytes, num_workers=workers)
         manifests = prepare(load_config(None, raw=cfg))
-        hashes.append({k: v["content_hash"] for k, v in manifests.items()})
+        hashes.append({k: v.content_hash for k, v in manifests.items()})
         curated.append(read_gz(tmp_path / str(i) / "run" / "data" / "domain" / "curated"))
     assert hashes[0] == hashes[1] and curated[0] == curated[1]
 
@@ -134,7 +134,7 @@ def test_resume_after_a_crash_redoes_only_unfinished_parts(tmp_path, tiny_model,
     assert not list(work.glob(".tmp-*"))
     fresh = prepare(load_config(None, raw=medical_config(tmp_path / "fresh", tiny_model, folder, num_workers=1,
                                                          part_bytes=30_000)))
-    assert resumed["domain"]["content_hash"] == fresh["domain"]["content_hash"]
+    assert resumed["domain"].content_hash == fresh["domain"].content_hash
 
 
 def test_eval_data_change_reassembles_training_sources_without_recurating(tmp_path, tiny_model, medical, caplog):
@@ -145,12 +145,12 @@ def test_eval_data_change_reassembles_training_sources_without_recurating(tmp_pa
     first = prepare(cfg)
     with caplog.at_level(logging.INFO, logger="cptkit.data.prepare"):
         again = prepare(cfg)
-        assert "curating" not in caplog.text and again["domain"]["fingerprint"] == first["domain"]["fingerprint"]
+        assert "curating" not in caplog.text and again["domain"].fingerprint == first["domain"].fingerprint
         caplog.clear()
         with open(local / "eval.jsonl", "a") as fh:
             fh.write(json.dumps({"pmid": "e1", "abstract": "A new held-out abstract about asthma care."}) + "\n")
         changed = prepare(cfg)
-    assert changed["domain"]["fingerprint"] != first["domain"]["fingerprint"]
+    assert changed["domain"].fingerprint != first["domain"].fingerprint
     assert "domain: inputs, tokenizer or settings changed" in caplog.text
     assert "curating 1 of" in caplog.text  # only the eval file's part; the domain parts are reused
 
@@ -190,14 +190,14 @@ def test_perplexity_filter_keeps_the_lowest_share_with_buckets(tmp_path, tiny_mo
                         "general": None, "num_workers": 1, "heldout_fraction": 0.0})
     cfg["mix"] = {"replay_ratio": 0.0}
     m = prepare(load_config(None, raw=cfg))["domain"]
-    steps = {s["name"]: s for s in m["steps"]}
+    steps = {s["name"]: s for s in m.steps}
     n = steps["tokenize"]["kept"]
     assert steps["perplexity_select"] == {"name": "perplexity_select", "in": n, "kept": -(-n // 2),
                                           "dropped": {"above_keep_fraction": n // 2}}
     data = tmp_path / "run" / "data" / "domain"
     kept = read_gz(data / "curated")
     dropped = [d for d in read_gz(data / "dropped") if d["step"] == "perplexity_select"]
-    assert len(kept) == m["documents"]["kept"] == -(-n // 2) and len(dropped) == n // 2
+    assert len(kept) == m.documents["kept"] == -(-n // 2) and len(dropped) == n // 2
     assert {d["perplexity_bucket"] for d in kept} <= {"head", "middle"}  # the tail third is above the median
     scored = sorted(json.loads(line)["perplexity"] for line in _part_lines(tmp_path))
     assert sorted(d["perplexity"] for d in kept) == scored[: len(kept)]

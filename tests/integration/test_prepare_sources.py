@@ -29,14 +29,14 @@ def test_dataset_saved_to_disk(tmp_path, tiny_model):
     cfg = config(tmp_path, tiny_model, domain, part_bytes=1500, heldout_fraction=0.0)
     manifests = prepare(load_config(None, raw=cfg))
     m = manifests["domain"]
-    assert m["documents"]["read"] == 61 and m["bad_input"]["reasons"] == {"empty_text": 1, "non_string_field": 1}
-    assert m["steps"][-1]["dropped"] == {"exact_duplicate": 1} and m["documents"]["train"] == 60
+    assert m.documents["read"] == 61 and m.bad_input["reasons"] == {"empty_text": 1, "non_string_field": 1}
+    assert m.steps[-1]["dropped"] == {"exact_duplicate": 1} and m.documents["train"] == 60
     import gzip
 
     dropped = [json.loads(line) for line in gzip.open(tmp_path / "run" / "data" / "domain" / "dropped" / "corpus.jsonl.gz", "rt")]
     assert dropped == [{"id": f"{tmp_path / 'ds'}[train]:63", "text": TEXTS[0], "step": "dedup",
                         "reason": "exact_duplicate", "duplicate_of": f"{tmp_path / 'ds'}[train]:1"}]
-    assert m["inputs"] == [str(tmp_path / "ds")]
+    assert m.inputs == [str(tmp_path / "ds")]
     assert len(json.loads((tmp_path / "run" / "data" / ".work" / "domain" / "key.json").read_text())["parts"]) > 1
     cfg["data"]["domain"]["dataset"]["split"] = "validation"
     out = cptkit("prepare", str(write_config(tmp_path / "c.yaml", cfg)))
@@ -56,13 +56,13 @@ def test_dataset_by_name_with_data_dir_and_split_streamed(tmp_path, tiny_model):
     domain = {"dataset": {"path": str(tmp_path / "stack"), "data_dir": "data/python", "split": "train"},
               "text_field": "content"}
     m = prepare(load_config(None, raw=config(tmp_path, tiny_model, domain)))["domain"]
-    assert m["documents"]["read"] == 30 and m["tokens"]["total"] > 0
+    assert m.documents["read"] == 30 and m.tokens["total"] > 0
     import gzip
 
     curated = tmp_path / "run" / "data" / "domain" / "curated"
     train = [json.loads(line) for f in sorted(curated.glob("part-*.jsonl.gz")) for line in gzip.open(f, "rt")]
     heldout = [json.loads(line) for line in gzip.open(curated / "heldout.jsonl.gz", "rt")]
-    assert (len(train), len(heldout)) == (m["documents"]["train"], m["documents"]["eval"]) and heldout
+    assert (len(train), len(heldout)) == (m.documents["train"], m.documents["eval"]) and heldout
     assert all(d["id"].startswith(f"{tmp_path / 'stack'}[train]#") for d in train + heldout)
     parts = json.loads((tmp_path / "run" / "data" / ".work" / "domain" / "key.json").read_text())["parts"]
     assert [p["dataset_part"] for p in parts] == [["shard", k, 3] for k in range(3)]  # one part per file
@@ -79,5 +79,5 @@ def test_ray_executor_matches_local(tmp_path, tiny_model, corpus):
         remote = prepare(load_config(None, raw=cfg))
     finally:
         ray.shutdown()
-    assert remote["domain"]["content_hash"] == local["domain"]["content_hash"]
-    assert remote["domain"]["steps"] == local["domain"]["steps"]
+    assert remote["domain"].content_hash == local["domain"].content_hash
+    assert remote["domain"].steps == local["domain"].steps

@@ -5,7 +5,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from cptkit.data.shards import IGNORE_INDEX
-from cptkit.train.losses import LinearCrossEntropy, check_chunked_head, chunked_loss, full_loss
+from cptkit.train.checks import chunked_head_is_exact
+from cptkit.train.losses import LinearCrossEntropy, chunked_loss, full_loss
 
 
 def llama(tied):
@@ -43,7 +44,7 @@ def test_chunked_loss_and_gradients_equal_full_logits(build):
     assert torch.equal(chunked.row_counts, full.row_counts)
     for name, p in model.named_parameters():
         assert torch.allclose(p.grad * 2, grads[name], rtol=1e-4, atol=1e-6), name
-    assert check_chunked_head(model, torch.device("cpu"))
+    assert chunked_head_is_exact(model, torch.device("cpu"))
 
 
 def test_linear_cross_entropy_with_bias_matches_autograd():
@@ -73,7 +74,7 @@ def test_scaled_logits_fall_back_to_full():
         return out
 
     model.forward = capped  # an architecture whose logits are not the plain head output
-    assert not check_chunked_head(model, torch.device("cpu"))
+    assert not chunked_head_is_exact(model, torch.device("cpu"))
 
 
 def kl_reference(model, on="all", reverse=False, chunked=True):

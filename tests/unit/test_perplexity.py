@@ -44,7 +44,7 @@ def test_bits_per_byte_by_hand_with_uniform_predictions(prepared, tiny_model):
     vocab = model.config.vocab_size
     targets = sum(len(tok(t, add_special_tokens=False)["input_ids"]) + 1 for t in TEXTS)  # text tokens + EOS
     n_bytes = sum(len(t.encode("utf-8")) for t in TEXTS)
-    assert es.n_bytes == n_bytes == manifests["eval-domain"]["text_bytes"]["eval"]
+    assert es.n_bytes == n_bytes == manifests["eval-domain"].text_bytes["eval"]
     r = run_eval(model, es)
     assert r["domain_tokens"] == targets
     assert r["domain_loss"] == pytest.approx(math.log(vocab), rel=1e-6)

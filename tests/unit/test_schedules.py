@@ -103,3 +103,38 @@ def test_phase_steps_from_ratios():
 def test_unknown_decay_shape_is_refused():
     with pytest.raises(ValueError):
         lr_at(9, "wsd", 1.0, 10, 0, 0.1, decay=3, decay_shape="step")
+
+
+def test_every_registered_schedule_is_a_config_choice_with_its_help_and_warms_up_linearly():
+    import typing
+
+    from cptkit.train.config import TrainConfig
+    from cptkit.train.schedules import SCHEDULES, schedules_help
+
+    choices = typing.get_args(typing.get_type_hints(TrainConfig)["schedule"])
+    assert choices == tuple(SCHEDULES) == ("cosine", "constant", "wsd", "infinite")
+    for name, cls in SCHEDULES.items():
+        assert f"{name}: {cls.help}" in schedules_help()
+        sched = make_schedule(name, peak=1.0, total=20, warmup=4, min_ratio=0.1, decay=4, cooldown=4)
+        assert [sched(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+        assert min(sched(s) for s in range(20)) >= 0.1 and sched.describe().startswith(name)
+
+
+def test_a_schedule_checks_its_own_parameters_when_built():
+    with pytest.raises(ValueError, match="warmup <= total"):
+        make_schedule("cosine", peak=1.0, total=5, warmup=6)
+    with pytest.raises(ValueError, match="min_ratio"):
+        make_schedule("wsd", peak=1.0, total=5, warmup=0, min_ratio=1.5)
+    with pytest.raises(ValueError, match="unknown shape"):
+        make_schedule("infinite", peak=1.0, total=5, warmup=0, decay_shape="step")
+
+
+def test_the_mix_curricula_move_along_the_schedules_own_shapes():
+    from cptkit.mixing import curriculum_share
+    from cptkit.train.schedules import SHAPES
+
+    for shape in ("linear", "cosine"):
+        for p in (0.0, 0.3, 0.5, 0.9, 1.0):
+            assert curriculum_share(p, 0.0, 1.0, shape) == SHAPES[shape].moved(p)
+            assert lr_at(round(p * 10), "wsd", 1.0, 11, 0, 0.0, decay=11, decay_shape=shape) == pytest.approx(
+                SHAPES[shape].remaining(round(p * 10) / 10), abs=1e-15)
