@@ -22,7 +22,7 @@ which extra to install.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
+from functools import cache, lru_cache
 
 from cptkit.errors import UserError
 
@@ -43,7 +43,14 @@ def words(text: str, language: str) -> list[str]:
     """The words of `text` as the rules of `language` count them (see the module docstring)."""
     if language not in SEGMENTED:
         return text.split()
-    return _segmenter(language)(text)
+    return list(_segmented(text, language))
+
+
+@lru_cache(maxsize=256)
+def _segmented(text: str, language: str) -> tuple[str, ...]:
+    # Several steps (length, both Gopher rule sets, FineWeb) segment the same document one after
+    # another; a segmenter costs far more than the lookup (a str caches its own hash).
+    return tuple(_segmenter(language)(text))
 
 
 @cache

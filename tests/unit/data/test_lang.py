@@ -45,6 +45,7 @@ def test_chinese_japanese_thai_are_segmented_into_words():
 
 def test_a_missing_segmenter_names_the_extra_to_install(monkeypatch):
     segment._segmenter.cache_clear()
+    segment._segmented.cache_clear()
     monkeypatch.setitem(sys.modules, "pythainlp", None)  # as if it were not installed
     monkeypatch.setitem(sys.modules, "pythainlp.tokenize", None)
     with pytest.raises(UserError, match=r"pip install 'cptkit\[th\]'"):
