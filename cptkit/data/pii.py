@@ -139,6 +139,9 @@ class PIIParams:
         "private_key. Default: the languages' own (en: email, phone, ipv4, ipv6, credit_card, us_ssn, kr_rrn; "
         "ko: no us_ssn, with kr_brn, kr_passport, kr_driver_licence).",
     )
+    add_types: list[str] = option(
+        default_factory=list, help="Types to run besides `types`, e.g. [patient_id] on top of the languages' defaults."
+    )
     extra: dict[str, str] = option(
         default_factory=dict,
         help="More types as NAME: regular expression; each match becomes <NAME> (upper case).",
@@ -149,7 +152,8 @@ class PIIParams:
 
 
 def check_params(params: PIIParams, path: str) -> list[str]:
-    problems = [f"{path}.types: unknown type {t!r} (known: {', '.join(TYPES)})" for t in params.types if t not in TYPES]
+    problems = [f"{path}.{key}: unknown type {t!r} (known: {', '.join(TYPES)})"
+                for key in ("types", "add_types") for t in getattr(params, key) if t not in TYPES]
     for name, pattern in params.extra.items():
         try:
             re.compile(pattern)
@@ -159,10 +163,13 @@ def check_params(params: PIIParams, path: str) -> list[str]:
 
 
 def resolved_types(params: PIIParams) -> list[str]:
-    """The types that run: `types` as given, or every language's defaults when left at the default."""
+    """The types that run, in running order: `types` as given, or every language's defaults when
+    left at the default (a list equal to the default counts as left), plus `add_types`."""
     if params.types != DEFAULT_TYPES:
-        return list(params.types)
-    wanted = {t for lang in languages_of(params) for t in _locale_of(lang).default_types}
+        wanted = set(params.types)
+    else:
+        wanted = {t for lang in languages_of(params) for t in _locale_of(lang).default_types}
+    wanted |= set(params.add_types)
     return [t for t in TYPES if t in wanted]
 
 

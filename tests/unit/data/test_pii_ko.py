@@ -79,5 +79,9 @@ def test_locales_follow_the_languages():
     # English alone: the default patterns (a phone followed by Hangul is not bounded there).
     assert scrub(text, language=["en"]) == ("call 010-1234-5678로, ssn <US_SSN>.", {"us_ssn": 1})
     assert scrub(text, language=["ko", "en"]) == ("call <PHONE>로, ssn <US_SSN>.", {"phone": 1, "us_ssn": 1})
+    # add_types extends the languages' defaults (the medical recipe's patient_id).
+    assert resolved_types(PIIParams(language=["ko"], add_types=["patient_id"])) == [
+        "email", "kr_rrn", "kr_driver_licence", "kr_brn", "kr_passport", "credit_card", "patient_id", "ipv4",
+        "ipv6", "phone"]
     # A type only Korean defines runs for any language that names it.
     assert scrub("biz 220-81-62517", language=["en"], types=["kr_brn"]) == ("biz <KR_BRN>", {"kr_brn": 1})
