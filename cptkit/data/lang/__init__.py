@@ -19,11 +19,11 @@ from cptkit.data.lang.resolve import (
     rules_off,
     source_languages,
 )
-from cptkit.data.lang.segment import segmenter_name, words
+from cptkit.data.lang.segment import missing_segmenters, segmenter_name, words
 from cptkit.data.lang.stopwords import stop_words
 
 __all__ = [
     "PerLanguage", "RuleOff", "SourceLanguage", "check_languages", "document_language",
-    "fill_source_language", "for_language", "languages_of", "rules_off", "segmenter_name",
+    "fill_source_language", "for_language", "languages_of", "missing_segmenters", "rules_off", "segmenter_name",
     "source_languages", "stop_words", "words",
 ]

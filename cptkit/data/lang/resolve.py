@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cptkit.data.documents import Document
+from cptkit.data.lang.segment import SEGMENTED, _segmenter
 from cptkit.data.lang.stopwords import stop_words
 from cptkit.data.lang.thresholds import overrides
 from cptkit.schema import option
@@ -63,6 +64,9 @@ class PerLanguage:
     def __init__(self, step: str, params: Any):
         self.languages = languages_of(params)
         self.params = {lang: for_language(step, params, lang) for lang in self.languages}
+        for lang in self.languages:  # a missing segmenter fails when the step is built, not mid-part
+            if lang in SEGMENTED:
+                _segmenter(lang)
 
     def pick(self, doc: Document) -> tuple[str, Any]:
         lang = document_language(doc, self.languages)

@@ -53,6 +53,18 @@ def _segmented(text: str, language: str) -> tuple[str, ...]:
     return tuple(_segmenter(language)(text))
 
 
+def missing_segmenters(languages: list[str], path: str) -> list[str]:
+    """Config problems for languages whose segmenter is not installed (checked before any work)."""
+    problems = []
+    for lang in languages:
+        if lang in SEGMENTED:
+            try:
+                _segmenter(lang)
+            except UserError as exc:
+                problems.append(f"{path}: {exc}")
+    return problems
+
+
 @cache
 def _segmenter(language: str) -> Callable[[str], list[str]]:
     try:

@@ -13,6 +13,7 @@ from cptkit.data.lang import (
     document_language,
     fill_source_language,
     for_language,
+    missing_segmenters,
     rules_off,
     segment,
     segmenter_name,
@@ -50,6 +51,8 @@ def test_a_missing_segmenter_names_the_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pythainlp.tokenize", None)
     with pytest.raises(UserError, match=r"pip install 'cptkit\[th\]'"):
         words("ผู้ป่วยมีไข้", "th")
+    problems = missing_segmenters(["ko", "th"], "data.domain.language")
+    assert len(problems) == 1 and problems[0].startswith("data.domain.language: word segmentation for language 'th'")
     segment._segmenter.cache_clear()
 
 
