@@ -5,6 +5,10 @@ never touches the network (its default, "auto", tries to download the larger mod
 is sampled (its first 1,000 characters by default, newlines as spaces: fastText reads one line), and a
 document is kept when its top language is allowed and scores at least `min_score` (0.65 as in
 FineWeb and RefinedWeb).
+
+The allowed languages default to the source's `data.<role>.language` (the config fills
+`languages` when it is left out; unfilled, English). The score threshold is one for every
+language: FineWeb-2's per-language cut-offs are GlotLID scores and do not transfer to lid.176.
 """
 
 from __future__ import annotations
@@ -18,20 +22,17 @@ from cptkit.schema import option
 
 @dataclass
 class LanguageParams:
-    languages: list[str] = option(default_factory=lambda: ["en"], help="ISO 639-1 codes to keep, e.g. [en, ko].")
-    min_score: float = option(0.65, help="Minimum lid.176 score of the top language (FineWeb: 0.65).")
-    sample_chars: int = option(1000, help="Characters from the document's start given to the classifier.")
+    languages: list[str] | None = option(
+        None, help="ISO 639-1 codes to keep, e.g. [en, ko]; default: the source's data.<role>.language."
+    )
+    min_score: float = option(0.65, ge=0, le=1, help="Minimum lid.176 score of the top language (FineWeb: 0.65).")
+    sample_chars: int = option(1000, gt=0, help="Characters from the document's start given to the classifier.")
 
 
 def check_params(params: LanguageParams, path: str) -> list[str]:
-    p = []
-    if not params.languages:
-        p.append(f"{path}.languages: name at least one language code")
-    if not 0 <= params.min_score <= 1:
-        p.append(f"{path}.min_score: must lie in [0, 1], got {params.min_score}")
-    if params.sample_chars <= 0:
-        p.append(f"{path}.sample_chars: must be > 0, got {params.sample_chars}")
-    return p
+    if params.languages is not None and not params.languages:
+        return [f"{path}.languages: name at least one language code"]
+    return []
 
 
 class LanguageId:
@@ -52,7 +53,7 @@ class LanguageId:
 
 def build(params: LanguageParams, ctx: object) -> Step:
     lid = LanguageId(params.sample_chars)
-    allowed = set(params.languages)
+    allowed = set(params.languages or ["en"])
 
     def check(doc: Document) -> str | None:
         lang, score = lid.top(doc.text)
