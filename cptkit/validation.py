@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cptkit.data.lang import missing_segmenters
 from cptkit.data.paths import expand_paths
 from cptkit.evaluation.probe_sets import check_spec, file_problems
 from cptkit.train.config import DistributedConfig
@@ -81,6 +82,7 @@ def _check_sources(cfg: Config) -> list[str]:
         for code in src.language:
             if not LANGUAGE_CODE.match(code):
                 p.append(f"{src.where}.language: {code!r} is not an ISO 639-1 code (two lowercase letters: en, ko, zh)")
+        p += missing_segmenters(src.language, f"{src.where}.language")
     return p
 
 

@@ -99,6 +99,11 @@ class DataConfig:
         16 * 2**20, gt=0, help="Longer records (a line, a file, a field) are counted as bad input "
         "(document_too_large) without being held in memory."
     )
+    warn_drop_fraction: float = option(
+        0.5, ge=0, le=1, help="Warn when a curation step drops more than this share of the documents that "
+        "reach it (the warning names the step, its top reasons and sample ids; the manifest and the report "
+        "record it). A training source left with no document stops prepare with exit status 2.",
+    )
     executor: Literal["local", "ray"] = option(
         "local", help="local: worker processes on this machine. ray: tasks on a Ray cluster (pip install "
         "cptkit[ray]); every node must see prepared_dir and the inputs at the same paths."

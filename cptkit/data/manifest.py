@@ -43,6 +43,8 @@ class Manifest:
     shards: dict[str, list[dict]]  # per split: the shard files with their token and document counts
     wall_s: float = 0.0
     warnings: list[dict] = field(default_factory=list)  # steps that dropped much of the source
+    rules_off: list[dict] = field(default_factory=list)  # per step and language, rules off for lack of data
+    empty_error: str | None = None  # a training source left with no document: why (prepare exits 2)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

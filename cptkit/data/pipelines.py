@@ -60,16 +60,17 @@ _CODE_PII = ["email", "ipv4", "ipv6", "secret", "secret_assignment", "private_ke
 RECIPES: dict[str, list[Any]] = {
     "none": [],
     # Web crawl text: FineWeb's order (language, Gopher, C4, FineWeb rules), PII last so the
-    # filters see the text as written.
+    # filters see the text as written. Every step follows the source's `language`.
     "web": [
         "clean", "language", "gopher_repetition", "gopher_quality",
         {"c4": {"require_terminal_punctuation": False}}, "fineweb", "pii", "decontaminate", "dedup",
     ],
-    # PubMed-style abstracts: markup removed, English only, Gopher quality and repetition,
-    # personal data including patient and record numbers scrubbed, decontaminated, deduplicated.
+    # PubMed-style abstracts: markup removed, the source's language only, Gopher quality and
+    # repetition, personal data of the source's locale plus patient and record numbers scrubbed,
+    # decontaminated, deduplicated.
     "medical": [
         "clean", {"length": {"min_words": 20}}, "language", {"gopher_quality": {"min_words": 20}},
-        "gopher_repetition", {"pii": {"types": [*pii.DEFAULT_TYPES, "patient_id"]}}, "decontaminate", "dedup",
+        "gopher_repetition", {"pii": {"add_types": ["patient_id"]}}, "decontaminate", "dedup",
     ],
     # Python source: indentation kept, BigCode rules and a parse check, secret-looking strings
     # scrubbed (no phone or card rules: numeric literals in code would trip them).

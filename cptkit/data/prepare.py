@@ -35,13 +35,16 @@ from cptkit.data import hfsource
 from cptkit.data.assemble import step_table, write_unit
 from cptkit.data.curate import PartTask, part_folder
 from cptkit.data.executors import run_tasks
+from cptkit.data.lang import rules_off
 from cptkit.data.manifest import FORMAT_VERSION, Manifest, read_manifest
 from cptkit.data.parts import Part, plan_parts
 from cptkit.data.paths import expand_paths
 from cptkit.data.pipelines import CORPUS_WIDE, StepSpec
 from cptkit.data.shards import token_dtype
 from cptkit.data.splits import DocumentTable, assign_splits
+from cptkit.data.steps import StepStats
 from cptkit.data.tokenize import TokenizerSpec
+from cptkit.data.wipeout import DropWarning, drop_warnings, empty_source_error, sample_ids
 from cptkit.durable import fsync_dir, fsync_tree, write_json
 from cptkit.errors import UserError
 from cptkit.faults import crash_point
@@ -152,6 +155,7 @@ def final_key(plan: SourcePlan, keys: dict[str, str], cfg: Config) -> str:
         "parts": keys[plan.name],
         "heldout": [plan.heldout, plan.eval_only, cfg.data.heldout_fraction, cfg.data.heldout_max_docs],
         "shard_tokens": cfg.data.shard_tokens,
+        "warn_drop_fraction": cfg.data.warn_drop_fraction,
         "others": sorted(keys.items()) if corpus_wide else None,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
@@ -181,6 +185,7 @@ def prepare(cfg: Config, force: bool = False) -> dict[str, Manifest]:
             log.info("%s: inputs, tokenizer or settings changed; preparing again", plan.name)
         todo.append((plan, key))
     if not todo:
+        _refuse_empty(manifests)
         return manifests
     # A corpus-wide step looks at every unit, so all of them need their parts.
     wide = any(any(s.name in CORPUS_WIDE for s in p.specs) for p, _ in todo)
@@ -190,7 +195,35 @@ def prepare(cfg: Config, force: bool = False) -> dict[str, Manifest]:
     assign_splits(list(units.values()), cfg.data.heldout_fraction, cfg.data.heldout_max_docs)
     for plan, key in todo:
         manifests[plan.name] = _write(cfg, units[plan.name], units, files[plan.name], key, spec, vocab, root)
+    _refuse_empty(manifests)
     return {p.name: manifests[p.name] for p in plans if p.name in manifests}
+
+
+def _guard(cfg: Config, plan: SourcePlan, folder: Path, steps: list[dict], train_docs: int, read: int
+           ) -> tuple[list[DropWarning], str | None]:
+    """Steps that dropped more than data.warn_drop_fraction of what reached them (logged), and
+    for a training source left with no document, the reason prepare stops (see wipeout.py)."""
+    stats = [StepStats.from_json(s) for s in steps]
+    fraction = cfg.data.warn_drop_fraction
+    empty = plan.role != "eval" and train_docs == 0
+    need = {w.step for w in drop_warnings(plan.name, stats, {}, fraction)}
+    if empty and stats:
+        need.add(max(stats, key=lambda t: sum(t.dropped.values())).name)
+    samples = sample_ids(folder / "dropped", steps=need) if need else {}
+    warnings = drop_warnings(plan.name, stats, samples, fraction)
+    for w in warnings:
+        log.warning("%s (data.warn_drop_fraction %g)", w.message(), fraction)
+    error = (empty_source_error(plan.name, plan.where, stats, samples, plan.source.language, train_docs, read)
+             if empty else None)
+    return warnings, error
+
+
+def _refuse_empty(manifests: dict[str, Manifest]) -> None:
+    """Stop (exit 2) when a training source was left with no document, freshly or as prepared before;
+    its curated and dropped files stay in place for audit."""
+    problems = [m.empty_error for m in manifests.values() if m.empty_error]
+    if problems:
+        raise UserError(f"prepare: {len(problems)} training source(s) left with no document:", problems)
 
 
 def _run_parts(cfg: Config, plans: list[SourcePlan], files, keys, spec, dtype: str, force: bool, decon: bool
@@ -252,6 +285,7 @@ def _write(cfg: Config, unit: DocumentTable, units, files, key, spec, vocab, roo
     steps, pii, bad, read = step_table(unit)
     counts = out["counts"]
     kept = counts["train"] + counts["eval"]
+    warnings, empty = _guard(cfg, plan, tmp, steps, counts["train"], read)
     manifest = Manifest(
         name=plan.name, role=plan.role, fingerprint=key, content_hash=out["content_hash"],
         inputs=[str(f) for f in files] or [plan.source.dataset.path],
@@ -261,6 +295,8 @@ def _write(cfg: Config, unit: DocumentTable, units, files, key, spec, vocab, roo
         tokens={**out["tokens"], "total": out["tokens"]["train"] + out["tokens"]["eval"]},
         text_bytes=out["text_bytes"], dtype=unit.dtype, vocab_size=vocab, start_id=spec.start_id,
         eos_id=spec.eos_id, shards=out["shards"], wall_s=round(time.time() - started, 3),
+        warnings=[w.to_json() for w in warnings], empty_error=empty,
+        rules_off=[r.to_json() for r in rules_off(plan.specs, plan.source.language)],
     )
     manifest.write(tmp)
     fsync_tree(tmp)

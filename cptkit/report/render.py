@@ -34,6 +34,7 @@ td.ok{background:#e9f6ec}.nl{color:#999}
 .better{color:#1a7f37}.worse{color:#b42318}
 .figs{display:flex;flex-wrap:wrap;gap:1em}.figs img{width:calc(50% - .5em);min-width:320px;max-width:100%;height:auto;border:1px solid #eee}
 .note{color:#555;font-size:.9em;margin:.3em 0}
+ul.notes{font-size:.9em;color:#555}li.warn{color:#b42318}
 details{margin:.6em 0}summary{cursor:pointer;font-weight:600}
 """
 

@@ -138,7 +138,23 @@ def data_summary(run: RunData, prefix: str = "") -> str:
                             num(m.tokens["eval"])]))
     header = ["source", "read", "kept", "dropped", "dropped per reason", "bad lines", "bad lines per reason",
               "train tokens", "held-out tokens"]
-    return table(f"{prefix}data", header, rows)
+    return table(f"{prefix}data", header, rows) + curation_notes(run)
+
+
+def curation_notes(run: RunData) -> str:
+    """Steps that dropped much of a source (data.warn_drop_fraction), and rules off for a language."""
+    items = []
+    for m in run.manifests.values():
+        for w in m.warnings:
+            reasons = ", ".join(f"{r} {n:,}" for r, n in w["reasons"].items())
+            samples = f"; e.g. {', '.join(w['samples'])}" if w["samples"] else ""
+            items.append(f"<li class='warn'>{html.escape(m.name)}: step {html.escape(w['step'])} dropped "
+                         f"{w['dropped']:,} of {w['in']:,} documents ({w['fraction']:.0%}): "
+                         f"{html.escape(reasons + samples)}</li>")
+        for r in m.rules_off:
+            items.append(f"<li>{html.escape(m.name)}: {html.escape(r['step'])} rule {html.escape(r['rule'])} is off "
+                         f"for {html.escape(r['language'])} ({html.escape(r['reason'])})</li>")
+    return f"<ul class='notes'>{''.join(items)}</ul>" if items else ""
 
 
 def comparison(runs: list[RunData]) -> str:

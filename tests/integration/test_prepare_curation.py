@@ -35,8 +35,10 @@ def medical(tmp_path_factory):
     evals = plain[:3] + [{**plain[3], "abstract": plain[3]["abstract"].replace(" the ", " a ", 1)}]
     (folder / "eval.jsonl").write_text("".join(json.dumps(d) + "\n" for d in evals))
     # The general source repeats four domain abstracts: cross-source duplicates of those the
-    # domain keeps.
-    (folder / "general.jsonl").write_text("".join(json.dumps({"text": d["abstract"]}) + "\n" for d in plain[5:9]))
+    # domain keeps; and has one text of its own (a source left empty would stop prepare).
+    own = {"text": "Rivers carry water from the hills to the sea, and towns grow where they can be crossed."}
+    (folder / "general.jsonl").write_text("".join(json.dumps(d) + "\n" for d in
+                                                  [{"text": d["abstract"]} for d in plain[5:9]] + [own]))
     return folder, expected, plain
 
 

@@ -1,8 +1,7 @@
 """A Korean source end to end: its clean documents are kept, and its personal data reaches no output
 (curated, dropped, decoded shards, console, report) while its ordinary numbers stay.
 
-The steps name their language explicitly here (`language: [ko]`); a source's `data.<role>.language`
-fills the same field when the config leaves it out.
+The source says `language: ko` once; every language-dependent step takes it (none names a language).
 """
 
 import gzip
@@ -21,16 +20,8 @@ from tests.corpora import (
 )
 from tests.helpers import cptkit, make_config, write_config
 
-KO = ["ko"]
-PIPELINE = [
-    "clean",
-    {"length": {"min_words": 20, "language": KO}},
-    {"language": {"languages": KO}},
-    {"gopher_quality": {"min_words": 20, "language": KO}},
-    {"gopher_repetition": {"language": KO}},
-    {"pii": {"language": KO}},
-    "dedup",
-]
+PIPELINE = ["clean", {"length": {"min_words": 20}}, "language", {"gopher_quality": {"min_words": 20}},
+            "gopher_repetition", "pii", "dedup"]
 
 
 @pytest.mark.slow
@@ -40,7 +31,8 @@ def test_korean_source_keeps_its_prose_and_leaks_no_personal_data(tmp_path, tiny
     short = {"id": "ko-pii-short", "text": f"연락처 {KOREAN_PII['phone'][0]}, 주민등록번호 {KOREAN_PII['kr_rrn'][0]}"}
     write_jsonl(tmp_path / "ko.jsonl", [*docs, pii, short])
     cfg = make_config(tmp_path, tiny_model, corpus, train={"max_steps": 2}, checkpoint={"every_steps": 2})
-    cfg["data"]["domain"] = {"paths": [str(tmp_path / "ko.jsonl")], "id_field": "id", "pipeline": PIPELINE}
+    cfg["data"]["domain"] = {"paths": [str(tmp_path / "ko.jsonl")], "id_field": "id", "pipeline": PIPELINE,
+                             "language": "ko"}
     cfg["data"]["prepared_dir"] = str(tmp_path / "prepared")
     path = write_config(tmp_path / "run.yaml", cfg)
     outputs = [cptkit("train", str(path)), cptkit("report", str(tmp_path / "run"))]

@@ -6,7 +6,6 @@ import pytest
 import yaml
 
 from cptkit.config import load_config
-from cptkit.data.pipelines import RECIPES as RECIPE_STEPS
 from cptkit.planning import make_plan
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
@@ -25,19 +24,16 @@ def test_recipe_loads_and_follows_the_cpt_recommendations(path):
     assert t.schedule == "cosine" and t.min_lr_ratio == 0.1
     assert t.max_tokens is None and t.max_steps is None  # one epoch over the domain data
     assert t.global_batch_tokens >= 2**21  # large token batches
-    # A recipe for another language (medical-ko) runs the named recipe's steps, each told the
-    # language, and replays 25%: a new language is a strong shift (Ibrahim et al. 2024).
+    # A recipe for another language (medical-ko) names the same pipeline with its source's language,
+    # which every language-dependent step takes, and replays 25%: a new language is a strong shift
+    # (Ibrahim et al. 2024).
     recipe, _, language = path.stem.partition("-")
+    domain = cfg.domain_sources[0]
     assert cfg.mix.replay_ratio == (0.25 if language else 0.05) and cfg.general_sources
-    pipeline = cfg.domain_sources[0].pipeline
-    if language:
-        assert [next(iter(s)) if isinstance(s, dict) else s for s in pipeline] == [
-            next(iter(s)) if isinstance(s, dict) else s for s in RECIPE_STEPS[recipe]]
-        told = [next(iter(s.values())) for s in pipeline if isinstance(s, dict)]
-        assert all(p.get("language", p.get("languages")) == [language] for p in told)
-        assert len(told) == 5  # length, language, gopher_quality, gopher_repetition, pii
-    else:
-        assert pipeline == path.stem
+    assert domain.pipeline == recipe and domain.language == [language or "en"]
+    told = [getattr(s.params, "language", getattr(s.params, "languages", None)) for s in domain.steps]
+    told = [t for t in told if isinstance(t, list)]  # the code step's `language` is a programming language
+    assert told and all(t == [language or "en"] for t in told)
     make_plan(cfg, None, world_size=8)  # the batch splits over 8 processes
     # Every key the recipe sets is explained by a comment in the file.
     text = path.read_text()
