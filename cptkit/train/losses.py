@@ -290,8 +290,8 @@ class CausalLMLoss(torch.nn.Module):
     Returns (total, per-row loss sums, per-row target counts); with `ref` (the frozen reference
     model's side of a KL term, computed outside: it is not part of what DDP/FSDP wrap) a fourth
     value, the detached KL sum. One student forward serves both terms. With `router` (a MoE
-    model's router losses, `cptkit.train.moe.router_spec`) `total` includes them and the last
-    value is their detached target-weighted sums ([2]: load balancing, z-loss).
+    model's router losses, `cptkit.train.moe.router_spec`) and in training mode, `total` includes
+    them and the last value is their detached target-weighted sums ([2]: load balancing, z-loss).
     """
 
     def __init__(self, lm: torch.nn.Module, chunk: int | None, router: RouterSpec | None = None):
@@ -302,9 +302,11 @@ class CausalLMLoss(torch.nn.Module):
 
     def forward(self, input_ids, position_ids, labels, ref: Reference | None = None) -> tuple[torch.Tensor, ...]:
         batch = {"input_ids": input_ids, "position_ids": position_ids, "labels": labels}
-        out = lm_loss(self.lm, batch, self.chunk, ref, self.router)
+        # Router losses are a training objective: evaluation (eval mode) scores the LM loss only.
+        router = self.router if self.training else None
+        out = lm_loss(self.lm, batch, self.chunk, ref, router)
         values = (out.total, out.row_sums, out.row_counts) + ((out.kl_sum,) if ref is not None else ())
-        return values + ((out.aux_sums,) if self.router is not None else ())
+        return values + ((out.aux_sums,) if router is not None else ())
 
 
 @torch.no_grad()

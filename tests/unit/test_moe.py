@@ -135,3 +135,6 @@ def test_loss_module_returns_the_weighted_sums_last_and_dense_models_are_unchang
     assert len(out) == 4 and out[3].shape == (2,)
     off = CausalLMLoss(model, 8, router_spec(model.config, RouterLossConfig(aux_loss_coef=0.0)))(x, pos, labels)
     assert len(off) == 3 and torch.allclose(off[0] + 0.02 * out[3][0], out[0], rtol=1e-5)
+    # Evaluation (eval mode) scores the LM loss only, in the three values evaluate() unpacks.
+    scored = CausalLMLoss(model, 8, router_spec(model.config)).eval()(x, pos, labels)
+    assert len(scored) == 3 and torch.allclose(scored[0], off[0])
