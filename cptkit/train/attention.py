@@ -166,9 +166,11 @@ def packed_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dic
 
 
 @torch.no_grad()
-def packed_vs_alone(model: torch.nn.Module, device: torch.device, lengths: tuple[int, int] = (7, 9)) -> float:
-    """Largest logit difference of the second of two random documents, packed after the first
-    (position ids restarting) versus alone. 0 up to rounding when attention stays in documents."""
+def packed_vs_alone(model: torch.nn.Module, device: torch.device, lengths: tuple[int, int] = (7, 9)
+                    ) -> tuple[float, float]:
+    """(largest logit difference, the rounding allowed) of the second of two random documents,
+    packed after the first (position ids restarting) versus alone: the difference stays within
+    rounding when attention stays in documents."""
     vocab = model.get_input_embeddings().weight.shape[0]
     gen = torch.Generator().manual_seed(0)
     a = torch.randint(0, vocab, (1, lengths[0]), generator=gen).to(device)
@@ -182,24 +184,21 @@ def packed_vs_alone(model: torch.nn.Module, device: torch.device, lengths: tuple
                        use_cache=False).logits[:, lengths[0]:]
     finally:
         model.train(was_training)
-    return float((alone.float() - packed.float()).abs().max())
-
-
-def _tolerance(model: torch.nn.Module) -> float:
-    # Under FSDP mixed precision the weights are bfloat16 here, and the two shapes round
+    # Under FSDP mixed precision the logits are bfloat16 here, and the two shapes round
     # differently by up to ~1e-2; attention across documents moves logits by ~0.1 to 1.
-    return 1e-3 if model.get_input_embeddings().weight.dtype == torch.float32 else 5e-2
+    tolerance = 1e-3 if alone.dtype == torch.float32 else 5e-2
+    return float((alone.float() - packed.float()).abs().max()), tolerance
 
 
 def ensure_document_masking(model: torch.nn.Module, device: torch.device) -> str:
     """Make packed documents attend only within themselves; say how: "position_ids" (the model
     does it) or "explicit_mask" (cptkit's hook does). Raises UserError when neither works."""
-    diff = packed_vs_alone(model, device)
-    if diff <= _tolerance(model):
+    diff, tolerance = packed_vs_alone(model, device)
+    if diff <= tolerance:
         return "position_ids"
     install_document_mask(model)
-    masked = packed_vs_alone(model, device)
-    if masked <= _tolerance(model):
+    masked, tolerance = packed_vs_alone(model, device)
+    if masked <= tolerance:
         log.info("model %s: attention ignores restarting position ids (packed-vs-alone logit difference %.3g); "
                  "cptkit passes an explicit per-document attention mask", type(model).__name__, diff)
         return "explicit_mask"
