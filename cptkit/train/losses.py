@@ -227,6 +227,8 @@ def _with_router_aux(total: torch.Tensor, outputs, labels: torch.Tensor, router:
     """
     if router is None:
         return total, None
+    if not outputs.router_logits:  # no MoE layer in this model after all (e.g. Qwen2-MoE mlp_only_layers)
+        return total, torch.zeros(2, dtype=torch.float32, device=total.device)
     aux = router_aux(outputs.router_logits, router, real_tokens(labels))
     targets = (labels != IGNORE_INDEX).sum()
     return total + targets * aux.value, weighted_sums(aux, targets)

@@ -138,3 +138,12 @@ def test_loss_module_returns_the_weighted_sums_last_and_dense_models_are_unchang
     # Evaluation (eval mode) scores the LM loss only, in the three values evaluate() unpacks.
     scored = CausalLMLoss(model, 8, router_spec(model.config)).eval()(x, pos, labels)
     assert len(scored) == 3 and torch.allclose(scored[0], off[0])
+
+
+def test_a_moe_config_whose_layers_are_all_dense_adds_nothing():
+    model = build("qwen2_moe", mlp_only_layers=[0, 1])  # every layer a plain MLP: no router runs
+    x = ids(1, 10, seed=4)
+    batch = {"input_ids": x, "position_ids": torch.arange(10)[None], "labels": torch.roll(x, -1, 1)}
+    spec = router_spec(model.config)
+    out = chunked_loss(model, batch, 8, router=spec)
+    assert torch.equal(out.aux_sums, torch.zeros(2)) and torch.allclose(out.total, chunked_loss(model, batch, 8).total)
