@@ -89,23 +89,46 @@ def _written_whole(tmp: Path, final: Path):
     """Run the writes of one folder; on a write failure (disk full) remove the partial folder.
 
     The earlier states and exports are untouched, so the run can be resumed from the newest
-    one once there is space again.
+    one once there is space again. Any other error (a bug, e.g. tensors that share memory) also
+    removes the partial folder, then propagates as it is: calling it a full disk would mislead.
     """
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         yield
     except (OSError, RuntimeError, SafetensorError) as exc:
-        # torch.save reports a failed write as RuntimeError, safetensors as its own error type.
         shutil.rmtree(tmp, ignore_errors=True)
+        reason = write_failure(exc)
+        if reason is None:
+            raise
         run_dir = final.parent.parent if final.parent.name == "checkpoints" else final.parent
         previous = latest_state(run_dir)
         intact = f"the newest complete checkpoint, {previous}, is intact" if previous else "nothing was overwritten"
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
         raise RunFailure(
             f"could not write {final} ({reason}); the partial copy was removed and {intact}. "
-            "Free space, then continue with --resume."
+            "Free space (or fix what stopped the write), then continue with --resume."
         ) from None
+
+
+# How torch.save reports a failed write (its zip writer, inline_container.cc), e.g. on a full disk.
+_TORCH_WRITE_FAILED = ("file write failed", "unexpected pos", "PytorchStreamWriter failed writing")
+
+
+def write_failure(exc: BaseException) -> str | None:
+    """Why a write failed (the system's reason), when `exc` is a failed write; None otherwise.
+
+    OSError is one by definition. torch.save raises RuntimeError for a failed write and for
+    other faults alike, and safetensors its own error type for serialization faults and failed
+    writes alike, so only their write messages count.
+    """
+    text = str(exc).strip()
+    if isinstance(exc, OSError):
+        return exc.strerror or text or type(exc).__name__
+    if isinstance(exc, RuntimeError) and any(m in text for m in _TORCH_WRITE_FAILED):
+        return f"write failed: {text.splitlines()[-1][:200]}"
+    if isinstance(exc, SafetensorError) and "I/O error" in text:
+        return text.split("I/O error:", 1)[1].strip()[:200]
+    return None
 
 
 def load_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:

@@ -32,6 +32,7 @@ from cptkit.durable import write_text
 from cptkit.errors import UserError
 from cptkit.regularizers.config import RegularizerConfig
 from cptkit.schema import INVALID, option, parse, to_dict
+from cptkit.tracking import LoggingConfig
 from cptkit.train.config import DistributedConfig, TrainConfig
 
 __all__ = [
@@ -58,7 +59,8 @@ class ModelConfig:
     )
     revision: str | None = option(None, help="Hub revision (branch, tag or commit) of a hub id.")
     attn_implementation: str = option(
-        "sdpa", help="Attention kernel passed to from_pretrained: sdpa | eager | flash_attention_2."
+        "auto", help="Attention kernel: auto (sdpa where the model supports it, else eager; logged) or a name "
+        "passed to from_pretrained as it is: sdpa | eager | flash_attention_2 | flex_attention.",
     )
 
 
@@ -131,6 +133,9 @@ class Config:
     regularizer: RegularizerConfig = option(default_factory=RegularizerConfig, help="Forgetting penalties.")
     checkpoint: CheckpointConfig = option(default_factory=CheckpointConfig, help="Resumable states and best/.")
     eval: EvalConfig = option(default_factory=EvalConfig, help="Perplexity and bits-per-byte evaluation.")
+    logging: LoggingConfig = option(
+        default_factory=LoggingConfig, help="Experiment trackers (TensorBoard, W&B, MLflow); none by default."
+    )
 
     @property
     def domain_sources(self) -> list[SourceConfig]:

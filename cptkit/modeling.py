@@ -38,17 +38,22 @@ def load_tokenizer(cfg: ModelConfig):
 
 def load_model(cfg: ModelConfig, master_dtype: torch.dtype = torch.float32):
     """The model with float32 master weights (autocast supplies the compute precision)."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from cptkit.train.attention import choose_attn_implementation
 
     _check_weights(cfg)
     try:
+        hf_config = AutoConfig.from_pretrained(cfg.name_or_path, revision=cfg.revision,
+                                               trust_remote_code=cfg.trust_remote_code)
+        kernel = choose_attn_implementation(hf_config, cfg.attn_implementation)
         model = AutoModelForCausalLM.from_pretrained(
             cfg.name_or_path,
             revision=cfg.revision,
             trust_remote_code=cfg.trust_remote_code,
             dtype=master_dtype,
-            attn_implementation=cfg.attn_implementation,
             use_safetensors=True,  # weights never come from a pickle (pytorch_model.bin)
+            **({"attn_implementation": kernel} if kernel else {}),
         )
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise UserError(f"{_where(cfg)}: cannot load the model ({_first_line(exc)})") from None

@@ -34,13 +34,14 @@ class StepRecord:
     target_tokens: int  # tokens predicted this step (no boundaries, no padding)
     source_tokens: dict[str, int]  # cumulative sequence positions drawn from each training source
     kl: float | None = None  # unweighted token-mean KL with a KL regularizer; NaN when skipped this step
-    loss_aux: float | None = None  # the router auxiliary loss of a mixture-of-experts model
+    loss_aux: float | None = None  # the router load-balancing loss of a mixture-of-experts model
+    loss_router_z: float | None = None  # its router z-loss, where one is on
     skipped: str | None = None  # why this step was not applied
     spike: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in STEP_KEYS}
-        for key in ("kl", "loss_aux", "skipped"):
+        for key in ("kl", "loss_aux", "loss_router_z", "skipped"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.spike:
@@ -53,7 +54,8 @@ class StepRecord:
         if "kl" in data and kl is None:
             kl = math.nan  # written as null: KL in use but not computed at this step
         return cls(**{k: data[k] for k in STEP_KEYS}, kl=kl, loss_aux=data.get("loss_aux"),
-                   skipped=data.get("skipped"), spike=bool(data.get("spike", False)))
+                   loss_router_z=data.get("loss_router_z"), skipped=data.get("skipped"),
+                   spike=bool(data.get("spike", False)))
 
 
 @dataclass

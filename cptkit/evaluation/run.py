@@ -34,12 +34,30 @@ def load_for_eval(cfg: Config, folder: Path):
     if (folder / "config.json").is_file():
         return load_model(dataclasses.replace(cfg.model, name_or_path=str(folder)))
     if checkpoint.is_committed(folder) and (folder / "model.safetensors").is_file():
-        from safetensors.torch import load_model as load_weights
-
         model = load_model(cfg.model)
-        load_weights(model, str(folder / "model.safetensors"), strict=False)
+        load_state_weights(model, folder / "model.safetensors", cfg.model.name_or_path)
         return model
     raise UserError(f"--checkpoint {folder}: neither a model folder (config.json) nor a complete checkpoint")
+
+
+def load_state_weights(model, path: Path, model_name: str) -> None:
+    """Load a resumable state's weights into `model`, every key: a state that does not fit the
+    config's model (another size or architecture) is refused, never scored half-loaded."""
+    from safetensors.torch import load_model as load_weights
+
+    try:
+        # strict=False only to collect the differences and name them; tied weights count once.
+        missing, unexpected = load_weights(model, str(path), strict=False)
+    except RuntimeError as exc:  # shapes that differ
+        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc)[:300])
+        raise UserError(f"--checkpoint {path}: its weights do not fit model.name_or_path {model_name!r} ({detail})") from None
+    if missing or unexpected:
+        raise UserError(
+            f"--checkpoint {path}: its weights do not fit model.name_or_path {model_name!r} "
+            f"(missing {sorted(missing)[:3]}{' ...' if len(missing) > 3 else ''}, "
+            f"unexpected {sorted(unexpected)[:3]}{' ...' if len(unexpected) > 3 else ''}); "
+            "give the config the state was trained with"
+        )
 
 
 def tokenizer_for(cfg: Config, folder: Path):

@@ -47,8 +47,11 @@ def build_regularizer(cfg, lm: torch.nn.Module, dist, run_dir: Path, general_win
     r = cfg.regularizer
     if r.kind == "kl":
         from cptkit.modeling import DTYPES, load_model
+        from cptkit.train.attention import install_document_mask, uses_document_mask
 
         reference = load_model(cfg.model, master_dtype=DTYPES[r.reference_dtype]).to(dist.device)
+        if uses_document_mask(lm):  # the student needs cptkit's per-document mask: so does its reference
+            install_document_mask(reference)
         kl = KLToReference(reference, r.weight, r.kl_on, r.kl_every, reverse=r.kl_direction == "reverse")
         kl.chunked = bool(chunk)
         log.info("regularizer kl: frozen %s reference (%s), %s KL, weight %g", r.reference_dtype,

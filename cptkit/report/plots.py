@@ -58,6 +58,18 @@ def training_loss(runs: list[RunData]) -> bytes:
     return _png(fig)
 
 
+def router_loss(runs: list[RunData]) -> bytes:
+    """Mixture-of-experts runs: the router load-balancing loss (top_k when routing is even)."""
+    fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT))
+    for run in runs:
+        for key, label, style in (("loss_aux", "load balancing", "-"), ("loss_router_z", "z-loss", "--")):
+            xs, ys = _series(run.metrics, key)
+            if xs:
+                ax.plot(xs, ys, style, label=f"{_prefix(run, runs)}{label}", linewidth=1)
+    _finish(ax, "Router auxiliary loss", "training tokens", "loss")
+    return _png(fig)
+
+
 def eval_perplexity(runs: list[RunData]) -> bytes:
     fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT))
     for run in runs:

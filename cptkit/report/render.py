@@ -98,6 +98,8 @@ def curves(runs: list[RunData], folder: Path) -> list[str]:
     figs = [_figure("eval_perplexity", plots.eval_perplexity(runs), folder, "held-out perplexity per eval set")]
     if any(r.metrics for r in runs):
         figs.append(_figure("training_loss", plots.training_loss(runs), folder, "training loss per source"))
+    if any(m.loss_aux is not None for r in runs for m in r.metrics):
+        figs.append(_figure("router_loss", plots.router_loss(runs), folder, "router load-balancing loss"))
     if any(r.probe_names() for r in runs):
         figs.append(_figure("probes", plots.probe_curves(runs), folder, "probe results over training"))
     if any(r.metrics for r in runs):

@@ -47,6 +47,22 @@ class DistributedConfig:
 
 
 @dataclass
+class RouterLossConfig:
+    """`train.router`: the router losses of mixture-of-experts models (ignored for dense models)."""
+
+    aux_loss_coef: float | None = option(
+        None, ge=0,
+        help="Weight of the router load-balancing loss added to the training loss. Default: the model's "
+        "own router_aux_loss_coef from its config; 0 turns it off.",
+    )
+    z_loss_coef: float | None = option(
+        None, ge=0,
+        help="Weight of the router z-loss (mean squared log-sum-exp of router logits, ST-MoE). Default: the "
+        "model's own router_z_loss_coef where its config has one, else 0 (off).",
+    )
+
+
+@dataclass
 class TrainConfig:
     lr: float = option(2e-5, gt=0, help="Peak learning rate (about a tenth of a typical pre-training peak).")
     schedule: Literal[SCHEDULE_NAMES] = option("cosine", help=schedules_help())
@@ -133,4 +149,8 @@ class TrainConfig:
     )
     distributed: DistributedConfig = option(
         default_factory=DistributedConfig, help="How several processes (torchrun) share the model and the work."
+    )
+    router: RouterLossConfig = option(
+        default_factory=RouterLossConfig,
+        help="Mixture-of-experts models: the router losses added to the training loss (logged as loss_aux).",
     )

@@ -28,6 +28,14 @@ log = logging.getLogger("cptkit")
 
 def train(cfg: Config, resume: bool | str = False) -> dict:
     run = build_run(cfg, resume)
+    try:
+        return train_loop(run)
+    except BaseException:
+        run.close(failed=True)  # the trackers mark the run failed; the line files are complete
+        raise
+
+
+def train_loop(run: Run) -> dict:
     plan = run.plan
     if run.step == 0:
         evaluate(run)  # step 0: the untouched base model, before any update
@@ -69,6 +77,7 @@ def log_step(run: Run, result: StepResult, lr: float, elapsed: float) -> StepRec
         loss_reg=reg.logged_term(result.penalty, result.kl), grad_norm=result.grad_norm,
         tokens_per_s=run.plan.tokens_per_step / elapsed, target_tokens=result.target_tokens,
         source_tokens=run.stream.source_tokens(run.plan.seq_len), skipped=result.skipped,
+        loss_aux=result.loss_aux, loss_router_z=result.loss_router_z,
     )
     if reg.kl is not None:  # null on a step that computed no KL
         record.kl = result.kl if result.kl is not None else float("nan")
@@ -157,6 +166,7 @@ def over_budget(run: Run, record: EvalRecord) -> str:
             return action
     budget.stopped = (f"step {step}: general perplexity {100 * rise:+.1f}% over the base model, beyond the "
                       f"forgetting budget of {100 * budget.budget:+.1f}%")
+    run.logs.event("stop", {"reason": budget.stopped, "general_rise": rise}, step)
     log.warning("%s; stopping (train.forgetting_action %s%s)", budget.stopped, budget.action,
                 f", {len(budget.rollbacks)} rollbacks done" if budget.rollbacks else "")
     return "stop"
@@ -172,6 +182,7 @@ def rollback(run: Run, target: int, rise: float) -> None:
     adjusted = run.budget.adjust(at, target, rise)
     run.apply_budget()
     run.logs.rewind(run.step)
+    run.logs.event("rollback", adjusted, at)
     log.warning("step %d: general perplexity %+.1f%% over the base model, beyond the forgetting budget %+.1f%%: "
                 "rolled back to step %d; lr x%g, replay +%.2f from now on", at, 100 * rise,
                 100 * run.budget.budget, target, adjusted["lr_scale"], adjusted["replay_boost"])

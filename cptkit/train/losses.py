@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from cptkit.data.shards import IGNORE_INDEX
+from cptkit.train.moe import RouterSpec, real_tokens, router_aux, weighted_sums
 
 
 @dataclass
@@ -168,6 +169,8 @@ class LossOutput:
     row_sums: torch.Tensor  # [B] float32, detached: next-token loss only
     row_counts: torch.Tensor  # [B] number of targets per row
     kl_sum: torch.Tensor | None = None  # detached sum of per-token KL over the tokens that carry it
+    # MoE with router losses on: [2] detached (targets x load balancing, targets x z-loss), see cptkit.train.moe
+    aux_sums: torch.Tensor | None = None
 
 
 @dataclass
@@ -216,12 +219,30 @@ def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.
     return decoder, head
 
 
+def _with_router_aux(total: torch.Tensor, outputs, labels: torch.Tensor, router: RouterSpec | None):
+    """(total + coef * targets * router loss, the detached sums to log) for a MoE forward's outputs.
+
+    Weighting by the micro batch's targets makes the loop's division by the global target count
+    give a target-weighted mean of per-micro-batch router losses (cptkit.train.moe).
+    """
+    if router is None:
+        return total, None
+    if not outputs.router_logits:  # no MoE layer in this model after all (e.g. Qwen2-MoE mlp_only_layers)
+        return total, torch.zeros(2, dtype=torch.float32, device=total.device)
+    aux = router_aux(outputs.router_logits, router, real_tokens(labels))
+    targets = (labels != IGNORE_INDEX).sum()
+    return total + targets * aux.value, weighted_sums(aux, targets)
+
+
 def chunked_loss(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk: int, ref: Reference | None = None
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk: int, ref: Reference | None = None,
+    router: RouterSpec | None = None,
 ) -> LossOutput:
     """One decoder forward; the output layer, CE (and KL to `ref`) chunk by chunk over real targets."""
     decoder, head = decoder_and_head(model)
-    hidden = decoder(**model_inputs(batch)).last_hidden_state
+    extra = {"output_router_logits": True} if router is not None else {}
+    outputs = decoder(**model_inputs(batch), **extra)
+    hidden = outputs.last_hidden_state
     labels = batch["labels"]
     mask = labels != IGNORE_INDEX
     rows = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(labels)[mask]
@@ -231,12 +252,15 @@ def chunked_loss(
         kl = KLTerm(ref.states, ref.weight, ref.bias, index, ref.coef, ref.reverse)
     total, per_token, kls = LinearCrossEntropy.apply(hidden[mask], head.weight, head.bias, labels[mask], chunk, kl)
     row_sums = torch.zeros(labels.shape[0], dtype=torch.float32, device=labels.device).index_add_(0, rows, per_token)
-    return LossOutput(total, row_sums, mask.sum(dim=1), kls.sum() if ref is not None else None)
+    total, aux_sums = _with_router_aux(total, outputs, labels, router)
+    return LossOutput(total, row_sums, mask.sum(dim=1), kls.sum() if ref is not None else None, aux_sums)
 
 
-def full_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], ref: Reference | None = None) -> LossOutput:
+def full_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], ref: Reference | None = None,
+              router: RouterSpec | None = None) -> LossOutput:
     """Through the model's full logits (architectures whose head is not a plain linear layer)."""
-    logits = forward_logits(model, batch)
+    outputs = model(**model_inputs(batch), **({"output_router_logits": True} if router is not None else {}))
+    logits = outputs.logits
     row_sums, counts = sequence_losses(logits, batch["labels"])
     total, kl_sum = row_sums.sum(), None
     if ref is not None:
@@ -247,14 +271,16 @@ def full_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], ref: Refer
         kls = (a.exp() * (a - b)).sum(-1)
         total = total + ref.coef * kls.sum()
         kl_sum = kls.detach().sum()
-    return LossOutput(total, row_sums.detach(), counts, kl_sum)
+    total, aux_sums = _with_router_aux(total, outputs, batch["labels"], router)
+    return LossOutput(total, row_sums.detach(), counts, kl_sum, aux_sums)
 
 
 def lm_loss(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk: int | None, ref: Reference | None = None
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk: int | None, ref: Reference | None = None,
+    router: RouterSpec | None = None,
 ) -> LossOutput:
     """Chunked when `chunk` is set (see `cptkit.train.checks`), else through full logits."""
-    return chunked_loss(model, batch, chunk, ref) if chunk else full_loss(model, batch, ref)
+    return chunked_loss(model, batch, chunk, ref, router) if chunk else full_loss(model, batch, ref, router)
 
 
 class CausalLMLoss(torch.nn.Module):
@@ -265,17 +291,22 @@ class CausalLMLoss(torch.nn.Module):
 
     Returns (total, per-row loss sums, per-row target counts); with `ref` (the frozen reference
     model's side of a KL term, computed outside: it is not part of what DDP/FSDP wrap) a fourth
-    value, the detached KL sum. One student forward serves both terms.
+    value, the detached KL sum. One student forward serves both terms. With `router` (a MoE
+    model's router losses, `cptkit.train.moe.router_spec`) and in training mode, `total` includes
+    them and the last value is their detached target-weighted sums ([2]: load balancing, z-loss).
     """
 
-    def __init__(self, lm: torch.nn.Module, chunk: int | None):
+    def __init__(self, lm: torch.nn.Module, chunk: int | None, router: RouterSpec | None = None):
         super().__init__()
         self.lm = lm
         self.chunk = chunk
+        self.router = router if router is not None and router.active else None
 
     def forward(self, input_ids, position_ids, labels, ref: Reference | None = None) -> tuple[torch.Tensor, ...]:
         batch = {"input_ids": input_ids, "position_ids": position_ids, "labels": labels}
-        out = lm_loss(self.lm, batch, self.chunk, ref)
-        if ref is None:
-            return out.total, out.row_sums, out.row_counts
-        return out.total, out.row_sums, out.row_counts, out.kl_sum
+        # Router losses are a training objective: evaluation (eval mode) scores the LM loss only.
+        router = self.router if self.training else None
+        out = lm_loss(self.lm, batch, self.chunk, ref, router)
+        values = (out.total, out.row_sums, out.row_counts) + ((out.kl_sum,) if ref is not None else ())
+        return values + ((out.aux_sums,) if router is not None else ())
+

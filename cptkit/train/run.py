@@ -28,11 +28,15 @@ from cptkit.planning import RunPlan
 from cptkit.records import EvalRecord, StepRecord
 from cptkit.regularizers.build import Regularizer
 from cptkit.schema import to_dict
+from cptkit.tracking import Trackers
 from cptkit.train.batches import TrainStream
 from cptkit.train.best import BestTracker
 from cptkit.train.budget import ForgettingBudget
 from cptkit.train.guard import StepGuard
 from cptkit.train.logs import JsonLines, Progress, truncate_after
+
+# The layout of trainer_state.json; a checkpoint of another layout cannot be resumed by this code.
+STATE_VERSION = 2
 
 # Config keys that shape the sample stream or the optimisation; resuming with any of them
 # changed would silently produce a different run, so it is refused.
@@ -50,10 +54,15 @@ def run_defining(cfg: Config) -> dict:
     data = to_dict(cfg)
     out = {"model.name_or_path": cfg.model.name_or_path}
     for key in RUN_DEFINING[1:]:
-        out[key] = data[key]
-    for section, keys in EXECUTION_KEYS.items():
-        out[section] = {k: v for k, v in out[section].items() if k not in keys}
+        out[key] = what_is_computed(key, data[key])
     return out
+
+
+def what_is_computed(section: str, value: object) -> object:
+    """A section's values less its execution keys (also applied to what older states saved)."""
+    if section not in EXECUTION_KEYS or not isinstance(value, dict):
+        return value
+    return {k: v for k, v in value.items() if k not in EXECUTION_KEYS[section]}
 
 
 @dataclass
@@ -75,7 +84,8 @@ class Clock:
 
 
 class RunLogs:
-    """metrics.jsonl, eval.jsonl and probes.jsonl; written by the main process only.
+    """Where the run's records go: metrics.jsonl, eval.jsonl and probes.jsonl (main process only),
+    and the experiment trackers of `logging` (`cptkit.tracking`, likewise main process only).
 
     A resumed run first cuts each file back to the resumed step, so its files read exactly like
     an uninterrupted run's; a rollback does the same at the step it returns to.
@@ -83,8 +93,10 @@ class RunLogs:
 
     FILES = {"metrics": "metrics.jsonl", "evals": "eval.jsonl", "probes": "probes.jsonl"}
 
-    def __init__(self, folder: Path, enabled: bool, resumed_at: int | None = None):
+    def __init__(self, folder: Path, enabled: bool, resumed_at: int | None = None,
+                 trackers: Trackers | None = None):
         self.folder, self.enabled = folder, enabled
+        self.trackers = trackers or Trackers()
         self.files: dict[str, JsonLines] = {}
         if enabled:
             self._open(resumed_at)
@@ -98,10 +110,17 @@ class RunLogs:
     def step(self, record: StepRecord) -> None:
         if self.enabled:
             self.files["metrics"].write(record.to_json())
+            self.trackers.log_step(record.to_json(), record.step)
 
     def eval(self, record: EvalRecord) -> None:
         if self.enabled:
             self.files["evals"].write(record.to_json())
+            self.trackers.log_eval(record.to_json(), record.step)
+
+    def event(self, name: str, details: dict, step: int) -> None:
+        """A run event the trackers show besides the line files (a rollback, a stop)."""
+        if self.enabled:
+            self.trackers.log_event(name, details, step)
 
     def probes(self, step: int, tokens: int, rows: list[dict]) -> None:
         if self.enabled:
@@ -111,13 +130,15 @@ class RunLogs:
     def rewind(self, step: int) -> None:
         """Cut every file back to `step` (after a rollback) and keep appending."""
         if self.enabled:
-            self.close()
+            for f in self.files.values():
+                f.close()
             self._open(step)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         for f in self.files.values():
             f.close()
         self.files = {}
+        self.trackers.close(failed)
 
 
 @dataclass
@@ -171,6 +192,7 @@ class Run:
 
     def state_dict(self) -> dict:
         return {
+            "state_version": STATE_VERSION,
             "step": self.step, "tokens": self.tokens, "clock": self.clock.state_dict(),
             "stream": self.stream.state_dict(), "best": self.best.state_dict(),
             "base": self.base.to_json() if self.base else None,
@@ -222,6 +244,6 @@ class Run:
     def write_summary(self, summary: dict) -> None:
         write_json(self.dir / "summary.json", summary)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         if self.logs is not None:
-            self.logs.close()
+            self.logs.close(failed)

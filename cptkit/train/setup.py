@@ -27,14 +27,17 @@ from cptkit.faults import StepFaults
 from cptkit.modeling import count_parameters, load_model, load_tokenizer, prepare_for_training
 from cptkit.planning import make_plan
 from cptkit.regularizers.build import Regularizer, build_regularizer
+from cptkit.schema import to_dict
+from cptkit.tracking import Trackers
 from cptkit.train.batches import TrainStream
 from cptkit.train.budget import ForgettingBudget
-from cptkit.train.checks import check_document_masking, chunked_head_is_exact
+from cptkit.train.checks import chunked_head_is_exact, ensure_document_masking
 from cptkit.train.freezing import apply_freezing
 from cptkit.train.guard import StepGuard
 from cptkit.train.losses import CausalLMLoss
+from cptkit.train.moe import router_spec
 from cptkit.train.optim import build_optimizer
-from cptkit.train.run import Run, RunLogs, run_defining
+from cptkit.train.run import STATE_VERSION, Run, RunLogs, run_defining, what_is_computed
 
 log = logging.getLogger("cptkit")
 
@@ -60,7 +63,7 @@ def resume_target(run_dir: Path, resume: bool | str) -> Path | None:
 
 def _check_same_run(cfg: Config, saved: dict, folder: Path) -> None:
     now = run_defining(cfg)
-    changed = [k for k in now if now[k] != saved.get(k)]
+    changed = [k for k in now if now[k] != what_is_computed(k, saved.get(k))]
     if changed:
         raise UserError(
             f"--resume {folder}: the config changed since this checkpoint was written "
@@ -82,19 +85,21 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
         log.info("run folder %s: %s steps of %s tokens", run_dir, f"{plan.total_steps:,}", f"{plan.tokens_per_step:,}")
     torch.manual_seed(cfg.train.seed)
     tokenizer, model, chunk = starting_model(cfg)
+    if cfg.train.document_masking:
+        # On the model where it was loaded, before the regularizer's reference copies the choice.
+        ensure_document_masking(model, next(model.parameters()).device)
     stream = TrainStream(train_windows(cfg, manifests, plan.domain_names + plan.general_names), plan.shares,
                          cfg.train.seed, cfg.train.document_masking)
     # Before the model is wrapped (DDP, FSDP) and before a resume loads its checkpoint: the
     # Fisher and the KL reference are always those of the starting weights.
     regularizer = regularizer_of(cfg, model, dist, manifests, resuming=target is not None, chunk=chunk)
+    router = router_spec(model.config, cfg.train.router)
     module, optimizer = dist.wrap(
-        CausalLMLoss(model, chunk), lambda m: build_optimizer(m, cfg.train), cfg.train.distributed, cfg.model.dtype
+        CausalLMLoss(model, chunk, router), lambda m: build_optimizer(m, cfg.train), cfg.train.distributed,
+        cfg.model.dtype,
     )
     # The anchors follow the parameters as wrapped: under FSDP each process holds its shards.
     regularizer.anchor_to(dist.accelerator.unwrap_model(module).lm)
-    # The check calls the model directly, so under FSDP it runs with its weights gathered.
-    if cfg.train.document_masking:
-        dist.call_gathered(module, check_document_masking, dist.device)
     run = Run(
         cfg=cfg, dir=run_dir, dist=dist, plan=plan, model=module, optimizer=optimizer, tokenizer=tokenizer,
         stream=stream, eval_sets=eval_sets(cfg, manifests), probe_sets=probe_sets, regularizer=regularizer,
@@ -105,7 +110,10 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
     )
     if target is not None:
         resume_from(run, target)
-    run.logs = RunLogs(run_dir, enabled=dist.is_main, resumed_at=run.step if target is not None else None)
+    resumed_at = run.step if target is not None else None
+    trackers = Trackers.open(cfg.logging, run_dir, is_main=dist.is_main, resume_step=resumed_at)
+    trackers.log_params(to_dict(cfg))
+    run.logs = RunLogs(run_dir, enabled=dist.is_main, resumed_at=resumed_at, trackers=trackers)
     return run
 
 
@@ -139,6 +147,12 @@ def regularizer_of(cfg: Config, model: torch.nn.Module, dist: Dist, manifests: d
 def resume_from(run: Run, target: Path) -> None:
     """Model, optimizer, RNG, data position and loop state of the checkpoint `target`."""
     weights, optimizer_state, state = checkpoint.load_state(target)
+    if state.get("state_version") != STATE_VERSION:
+        raise UserError(
+            f"--resume {target}: this checkpoint was written by another version of cptkit (trainer state "
+            f"{state.get('state_version', 1)}, this version reads {STATE_VERSION}). Resume it with the version "
+            f"that wrote it, or start a new run from its weights (model.name_or_path: {run.dir / 'final'})."
+        )
     _check_same_run(run.cfg, state["run_defining"], target)
     run.dist.load_full_state(run.model, run.optimizer, weights, optimizer_state, where=str(target))
     run.load_state_dict(state)

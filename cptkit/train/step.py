@@ -22,16 +22,18 @@ if TYPE_CHECKING:
 
 @dataclass
 class LossSums:
-    """A step's next-token loss and target counts per role (domain, replay) and its KL sum.
+    """A step's next-token loss and target counts per role (domain, replay), its KL sum and its
+    target-weighted router loss sums (mixture-of-experts models).
 
     float64, one tensor, so that all processes' sums are combined by a single all-reduce.
     """
 
-    values: torch.Tensor  # [domain sum, domain count, replay sum, replay count, kl sum]
+    # [domain sum, domain count, replay sum, replay count, kl sum, router load-balancing sum, router z sum]
+    values: torch.Tensor
 
     @classmethod
     def zeros(cls, device: torch.device) -> LossSums:
-        return cls(torch.zeros(5, dtype=torch.float64, device=device))
+        return cls(torch.zeros(7, dtype=torch.float64, device=device))
 
     def add(self, row_sums: torch.Tensor, row_counts: torch.Tensor, replay: torch.Tensor) -> None:
         by_role = self.values[:4].view(2, 2)
@@ -41,6 +43,9 @@ class LossSums:
 
     def add_kl(self, kl_sum: torch.Tensor) -> None:
         self.values[4] += kl_sum.double()
+
+    def add_router(self, sums: torch.Tensor) -> None:
+        self.values[5:7] += sums.double()
 
     @property
     def loss(self) -> float:
@@ -55,6 +60,10 @@ class LossSums:
     def kl_sum(self) -> float:
         return float(self.values[4])
 
+    def router_means(self, targets: int) -> tuple[float, float]:
+        """(load balancing, z-loss): their means over micro batches weighted by target tokens."""
+        return float(self.values[5]) / max(targets, 1), float(self.values[6]) / max(targets, 1)
+
 
 @dataclass
 class StepResult:
@@ -66,6 +75,8 @@ class StepResult:
     kl: float | None  # unweighted token-mean KL; None when the step computed none
     penalty: float | None  # EWC / L2-SP penalty at the weights before the update
     skipped: str | None  # why the update was not applied (non-finite loss or gradient)
+    loss_aux: float | None = None  # MoE: the router load-balancing loss (before its coefficient)
+    loss_router_z: float | None = None  # MoE with a z-loss: the router z-loss
 
 
 def train_step(run: Run, rows: list[Row]) -> StepResult:
@@ -89,10 +100,12 @@ def train_step(run: Run, rows: list[Row]) -> StepResult:
     skipped = run.guard.bad_reason(sums.loss, grad_norm)
     dist.optimizer_step(run.optimizer, apply=skipped is None)
     run.optimizer.zero_grad(set_to_none=True)
+    router = dist.accelerator.unwrap_model(run.model).router
+    aux, z = sums.router_means(targets) if router is not None else (None, None)
     return StepResult(
         loss=sums.loss, loss_domain=sums.role_loss(0), loss_replay=sums.role_loss(1), grad_norm=grad_norm,
         target_tokens=targets, kl=sums.kl_sum / kl_targets if kl_coef is not None else None,
-        penalty=penalty, skipped=skipped,
+        penalty=penalty, skipped=skipped, loss_aux=aux, loss_router_z=z if router is not None and router.z_coef else None,
     )
 
 
@@ -111,6 +124,8 @@ def micro_step(run: Run, batch: dict, replay: torch.Tensor, kl_coef: float | Non
     sums.add(out[1], out[2], replay)
     if ref is not None:
         sums.add_kl(out[3])
+    if dist.accelerator.unwrap_model(run.model).router is not None:
+        sums.add_router(out[-1])  # MoE: the router losses' target-weighted sums come last
 
 
 def kl_coefficient(run: Run, batches: list[dict], replays: list[torch.Tensor], targets: int
