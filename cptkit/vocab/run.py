@@ -63,9 +63,9 @@ def expand_vocabulary(cfg, add: int, out: Path | None = None, options: VocabConf
         raise UserError(f"--add: must be at least 1, got {add}")
     out = Path(out) if out else Path(cfg.output_dir) / "vocab"
     claim_folder(out, cfg)
-    manifests = prepare(cfg)
     tok = load_tokenizer(cfg.model)
-    base = inspect(tok, f"model.name_or_path {cfg.model.name_or_path!r}")
+    base = inspect(tok, f"model.name_or_path {cfg.model.name_or_path!r}")  # before the long prepare
+    manifests = prepare(cfg)
     size_before = len(tok)
     learned = learn(cfg, manifests, base, add, options)
     backend, tokens = extend(base, learned.selection)
