@@ -180,3 +180,30 @@ def test_zeroed_gradients_alone_would_let_weight_decay_move_the_old_rows():
     optimizer.step()  # a plain step instead of stages.step
     assert not torch.equal(model.get_input_embeddings().weight.detach()[:START], old)
     assert torch.allclose(model.get_input_embeddings().weight.detach()[:START], old * (1 - 1e-2 * 0.1))
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_stage_one_under_lora_trains_only_the_new_rows_of_the_embedding_copies(tied):
+    """LoRA with embed_tokens and lm_head trained in full (modules_to_save, the Chinese-LLaMA /
+    Unsloth recipe): stage 1 finds the trained copies; adapters and old rows stay as they were."""
+    peft = pytest.importorskip("peft")
+    targets = ["embed_tokens"] + ([] if tied else ["lm_head"])
+    lora = peft.get_peft_model(tiny(tied), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                           modules_to_save=targets, init_lora_weights=False))
+    optimizer = build_optimizer(lora, train_cfg())
+    stages = EmbeddingStages(lora, optimizer, START, K)
+    assert len(stages.rows) == len(targets) and all(p.requires_grad for p in stages.rows)
+    trained = {n: p.detach().clone() for n, p in lora.named_parameters() if p.requires_grad}
+    for step in range(K):
+        one_step(lora, optimizer, stages, step)
+    now = {n: p.detach().clone() for n, p in lora.named_parameters() if p.requires_grad}
+    copies = [n for n in now if "modules_to_save" in n]
+    assert len(copies) == len(targets)
+    for name in now:
+        if name in copies:
+            assert torch.equal(now[name][:START], trained[name][:START])
+            assert not torch.equal(now[name][START:], trained[name][START:])
+        else:
+            assert torch.equal(now[name], trained[name]), name  # the LoRA adapters
+    one_step(lora, optimizer, stages, K)
+    assert all(not torch.equal(p.detach(), now[n]) for n, p in lora.named_parameters() if "lora_" in n)
