@@ -195,7 +195,11 @@ def _join_chars(syms: list[Symbol], chars: set[bytes]) -> list[Symbol]:
 
 
 class Corpus:
-    """Words of one sample (base segmentation -> count), their current segmentations and unit counts."""
+    """Words of one sample (base segmentation -> count), their current segmentations and unit counts.
+
+    `where` maps a unit to the words it may occur in: a superset (a word is not removed when a
+    unit leaves it), so `apply` re-checks each word; the counts are exact.
+    """
 
     def __init__(self, words: dict[tuple[Symbol, ...], int], rules: Rules):
         self.rules = rules
@@ -204,6 +208,9 @@ class Corpus:
         self.state = [list(w) for w in self.old]
         self.count: Counter = Counter()
         self.where: dict[Key, set[int]] = defaultdict(set)
+        # With ignore_merges a word that spells a new token becomes it, whatever its pairs.
+        self.by_text = {b"".join(symbol_bytes(s) for s in w): i for i, w in enumerate(self.old)} \
+            if rules.ignore_merges else {}
         for i in range(len(self.old)):
             self._tally(i, +1)
 
@@ -214,18 +221,61 @@ class Corpus:
             self.count[key] += f * n
             if sign > 0:
                 self.where[key].add(i)
-            else:
-                self.where[key].discard(i)
         return set(units)
 
-    def apply(self, key: Key) -> set:
-        """Re-segment the words where `key` occurs (after `rules.add(key)`); return the changed keys."""
+    def apply(self, key: Key, fresh: bool) -> set:
+        """Re-segment the words where `key` occurs (after `rules.add(key)`); return the changed keys.
+
+        `fresh`: the key is a merge forming a token no earlier choice formed. No earlier merge
+        involves that token then, so applying it left to right on the current segmentation is
+        what BPE does; otherwise the word is segmented again from its base segmentation.
+        """
+        words = set(self.where.get(key, ()))
+        text = self.rules.text_of(key)
+        if text in self.by_text:
+            words.add(self.by_text[text])
         changed: set = set()
-        for i in list(self.where.get(key, ())):
-            changed |= self._tally(i, -1)
-            self.state[i] = self.rules.segment(self.old[i])
-            changed |= self._tally(i, +1)
+        for i in words:
+            if fresh and key[0] == "merge" and i != self.by_text.get(text):
+                changed |= self._merge(i, key[1], key[2], text)
+            else:
+                changed |= self._tally(i, -1)
+                self.state[i] = self.rules.segment(self.old[i])
+                changed |= self._tally(i, +1)
         return changed
+
+    def _merge(self, i: int, a: bytes, b: bytes, t: bytes) -> set:
+        """Merge every (a, b) of word i left to right; recount only the pairs around the merges."""
+        syms = self.state[i]
+        new: list[Symbol] = []
+        k, n, first, last = 0, len(syms), -1, -1
+        while k < n:
+            if k + 1 < n and syms[k] == a and syms[k + 1] == b and type(syms[k]) is bytes and type(syms[k + 1]) is bytes:
+                first = k if first < 0 else first
+                last = k
+                new.append(t)
+                k += 2
+            else:
+                new.append(syms[k])
+                k += 1
+        if first < 0:
+            return set()
+        # Pairs outside [first - 1, last + 2] are the same before and after.
+        lo, hi, merged = max(first - 1, 0), min(last + 3, n), n - len(new)
+        delta: Counter = Counter()
+        cand = self.rules.candidates
+        for part, sign in ((syms[lo:hi], -1), (new[lo : hi - merged], +1)):
+            for x, y in zip(part, part[1:]):
+                if type(x) is bytes and type(y) is bytes and x + y in cand:
+                    delta[("merge", x, y)] += sign
+        self.state[i] = new
+        f = self.freq[i]
+        for key, d in delta.items():
+            if d:
+                self.count[key] += f * d
+                if d > 0:
+                    self.where[key].add(i)
+        return set(delta)
 
     def tokens(self, current: bool = True) -> int:
         words = self.state if current else self.old
@@ -268,7 +318,7 @@ def select(base: BaseTokenizer, candidates: set[bytes], domain: dict, general: d
         if not is_new and key[0] != "merge":
             continue  # a Unigram piece the fewest-token segmentation does not use here: already chosen
         rules.add(key)
-        changed = dom.apply(key) | gen.apply(key)
+        changed = dom.apply(key, is_new) | gen.apply(key, is_new)
         for k in changed:
             c = dom.count.get(k, 0)
             if c > 0 and k not in refused:
