@@ -207,3 +207,26 @@ def test_stage_one_under_lora_trains_only_the_new_rows_of_the_embedding_copies(t
             assert torch.equal(now[name], trained[name]), name  # the LoRA adapters
     one_step(lora, optimizer, stages, K)
     assert all(not torch.equal(p.detach(), now[n]) for n, p in lora.named_parameters() if "lora_" in n)
+
+
+def test_row_offsets_of_a_sharded_tensor(tmp_path):
+    """FSDP parameters and gradients are DTensors holding a slice of rows: the mask and the decay
+    address their local rows (here one process, which holds them all)."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    from cptkit.train.stages import _local
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        full = torch.arange(ROWS * 2, dtype=torch.float32).reshape(ROWS, 2)
+        sharded = distribute_tensor(full.clone(), mesh, [Shard(0)])
+        local, first = _local(sharded, START)
+        assert first == START and local.shape == full.shape
+        local[:first].zero_()
+        assert torch.count_nonzero(sharded.full_tensor()[:START]) == 0
+        assert torch.equal(sharded.full_tensor()[START:], full[START:])
+    finally:
+        dist.destroy_process_group()

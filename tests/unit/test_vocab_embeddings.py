@@ -122,3 +122,21 @@ def test_the_written_folder_loads_back_without_shape_mismatch(expanded, tmp_path
     with torch.no_grad():
         out_logits = loaded(input_ids=torch.tensor([[1, new_id, 5]])).logits
     assert out_logits.shape == (1, 3, resized.rows_after)
+
+
+@pytest.mark.parametrize("kind,cls", [("sp_bpe", "LlamaTokenizer"), ("byte_bpe", "GPT2Tokenizer")])
+def test_tokenizer_classes_that_rebuild_their_backend_reload_the_extension(tmp_path, corpus, korean, kind, cls):
+    """transformers 5 rebuilds LlamaTokenizer / GPT2Tokenizer from the vocabulary and merges in
+    tokenizer.json with the class's own pipeline; the saved folder must still give the extended
+    ids (write_folder checks it and refuses otherwise). GPT-2's slow vocabulary file is also
+    called vocab.json: the record beside it does not confuse the loader."""
+    folder = build_base(tmp_path / "base", kind, english(corpus), 512, tokenizer_class=cls)
+    _, backend, tokens, model, resized, tok = expand(folder, korean, english(corpus))
+    assert type(tok).__name__ == cls
+    out = tmp_path / "expanded"
+    write_folder(out, model, tok, backend, {"format": 1, "first_new_id": resized.first_new}, korean[:20], resized.rows_after)
+    again = AutoTokenizer.from_pretrained(out)
+    assert type(again).__name__ == cls and len(again) == resized.used
+    ids = again(korean[20:40], add_special_tokens=False)["input_ids"]
+    assert ids == [e.ids for e in backend.encode_batch(korean[20:40], add_special_tokens=False)]
+    assert any(i >= resized.first_new for x in ids for i in x)
