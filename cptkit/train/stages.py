@@ -56,13 +56,19 @@ class StagesConfig:
     )
 
 
-def recorded_start(name_or_path: str) -> int | None:
-    """first_new_id from the vocab.json that `cptkit vocab` wrote into the model folder, if any."""
+def _recorded(name_or_path: str) -> dict:
+    """The vocab.json that `cptkit vocab` wrote into the model folder ({} if none)."""
     path = Path(name_or_path).expanduser() / "vocab.json"
     try:
-        value = json.loads(path.read_text(encoding="utf-8")).get("first_new_id")
-    except (OSError, ValueError, AttributeError):
-        return None
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def recorded_start(name_or_path: str) -> int | None:
+    """first_new_id from the model folder's vocab.json, if any."""
+    value = _recorded(name_or_path).get("first_new_id")
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
@@ -202,6 +208,7 @@ def describe_stages(train, name_or_path: str, total_steps: int, rows: int | None
     if not steps:
         return ""
     start = new_token_start(train, name_or_path)
+    rows = rows or (_recorded(name_or_path).get("embedding_rows") or {}).get("after")
     first = min(steps, total_steps)
     span = f"ids {start:,}-{rows - 1:,}" if start is not None and rows else f"ids from {start}"
     lines = [f"stages: 1) steps 1-{first:,}: only the new rows of the input and output embeddings ({span})"]

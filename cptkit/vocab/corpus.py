@@ -1,9 +1,10 @@
 """The text `cptkit vocab` learns from and measures on: the curated documents `cptkit prepare` wrote.
 
 Training text is each source's `curated/part-*.jsonl.gz` (the kept training documents). When a
-role holds more text than `sample_bytes`, documents are kept by a hash of their id, with the
-share that brings the sample to about that size, so the sample is spread over the whole corpus
-and the same on every run. Held-out text is a role's eval set (`data.eval.<role>`) or the
+role holds more text than `sample_bytes`, the sample is spread over the whole corpus and the
+same on every run: every k-th part file is read (k about 1 / (2 x share), so a large corpus is
+not read whole to sample a little of it), and in those files documents are kept by a hash of
+their id with the share that brings the sample to about `sample_bytes`. Held-out text is a role's eval set (`data.eval.<role>`) or the
 held-out slices of its sources (`curated/heldout.jsonl.gz`): the documents training never sees,
 on which tokens per byte is reported.
 """
@@ -41,7 +42,9 @@ def training_sample(cfg, manifests: dict[str, dict], role: str, sample_bytes: in
     total = sum(manifests[n]["text_bytes"]["train"] for n in names)
     share = min(1.0, sample_bytes / total) if total else 1.0
     files = [f for n in names for f in sorted((cfg.prepared_dir / n / "curated").glob("part-*.jsonl.gz"))]
-    return [d["text"] for d in _documents(files) if share >= 1.0 or _draw(d["id"]) < share]
+    step = max(1, min(int(1 / (2 * share)), len(files)))
+    keep = min(1.0, share * len(files) / len(files[::step])) if files else 1.0
+    return [d["text"] for d in _documents(files[::step]) if keep >= 1.0 or _draw(d["id"]) < keep]
 
 
 def heldout_texts(cfg, role: str) -> list[str]:

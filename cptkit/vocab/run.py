@@ -183,6 +183,7 @@ def write_folder(out: Path, model, tok, backend, record: dict, check: list[str],
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        model.config.use_cache = True  # loading for training turned it off; the folder is also for generation
         model.save_pretrained(tmp)
         tok._tokenizer = backend  # the transformers tokenizer now wraps the extended tokenizer
         tok.save_pretrained(tmp)

@@ -166,6 +166,9 @@ def test_plan_lines_name_both_stages(tmp_path):
     assert "1) steps 1-200: only the new rows" in text and "ids 512-1,023" in text
     assert "2) steps 201-1,000: the configured parameters" in text
     assert describe_stages(train_cfg(), str(tmp_path), 1000) == ""
+    (tmp_path / "vocab.json").write_text(json.dumps({"format": 1, "first_new_id": 512, "embedding_rows": {"after": 640}}))
+    assert "ids 512-639" in describe_stages(train_cfg(new_embeddings_only_steps=5), str(tmp_path), 3)
+    assert "covers all 3 steps" in describe_stages(train_cfg(new_embeddings_only_steps=5), str(tmp_path), 3)
 
 
 def test_zeroed_gradients_alone_would_let_weight_decay_move_the_old_rows():
