@@ -110,14 +110,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_vocab(args: argparse.Namespace) -> int:
-    from cptkit.schema import INVALID, parse
+    from cptkit.schema import INVALID, parse, to_dict
     from cptkit.vocab.config import VocabConfig
     from cptkit.vocab.measure import table
     from cptkit.vocab.run import expand_vocabulary
 
     cfg = _config(args)
-    given = {k: getattr(args, k) for k in ("pad_to_multiple_of", "candidates", "min_count", "max_general_ratio",
-                                           "sample_bytes", "rescale_norm") if getattr(args, k) is not None}
+    # A `vocab:` config section, once the run config has one, gives the defaults; flags override them.
+    section = getattr(cfg, "vocab", None)
+    given = to_dict(section) if section is not None else {}
+    given.update({k: getattr(args, k) for k in ("pad_to_multiple_of", "candidates", "min_count", "max_general_ratio",
+                                                "sample_bytes", "rescale_norm") if getattr(args, k) is not None})
     problems: list[str] = []
     options = parse(VocabConfig, given, "vocab", problems)
     if options is INVALID or problems:
