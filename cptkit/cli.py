@@ -110,6 +110,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vocab(args: argparse.Namespace) -> int:
+    from cptkit.schema import INVALID, parse, to_dict
+    from cptkit.vocab.config import VocabConfig
+    from cptkit.vocab.measure import table
+    from cptkit.vocab.run import expand_vocabulary
+
+    cfg = _config(args)
+    # A `vocab:` config section, once the run config has one, gives the defaults; flags override them.
+    section = getattr(cfg, "vocab", None)
+    given = to_dict(section) if section is not None else {}
+    given.update({k: getattr(args, k) for k in ("pad_to_multiple_of", "candidates", "min_count", "max_general_ratio",
+                                                "sample_bytes", "rescale_norm") if getattr(args, k) is not None})
+    problems: list[str] = []
+    options = parse(VocabConfig, given, "vocab", problems)
+    if options is INVALID or problems:
+        raise UserError("cptkit vocab: bad options:", [p.replace("vocab.", "--").replace("_", "-") for p in problems])
+    language = args.language or getattr(cfg.domain_sources[0], "language", None) or "en"
+    language = language[0] if isinstance(language, list) else language
+    record = expand_vocabulary(cfg, args.add, Path(args.out) if args.out else None, options, language)
+    print(table(record))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from cptkit.demo import run_demo
 
@@ -186,6 +209,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest allowed relative rise of general perplexity over the base model (default 0.05)")
     p.add_argument("--out", help="sweep folder (default OUTPUT_DIR/sweep); finished runs in it are reused")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("vocab", help="add up to N tokens learned from the domain corpus; write a model folder")
+    with_config(p)
+    p.add_argument("--add", type=int, required=True, metavar="N", help="the most new tokens to add")
+    p.add_argument("--out", help="the model folder to write (default OUTPUT_DIR/vocab); use it as model.name_or_path")
+    p.add_argument("--language", help="ISO 639-1 code of the domain text, recorded in vocab.json "
+                                      "(default: data.domain's language, else en)")
+    p.add_argument("--pad-to-multiple-of", type=int, help="round the embedding rows up to a multiple of this (default 64)")
+    p.add_argument("--candidates", type=int, help="tokens in the domain tokenizer that proposes candidates "
+                                                  "(default 3 x --add, at least 8000)")
+    p.add_argument("--min-count", type=int, help="a new token must save at least this many domain tokens (default 3)")
+    p.add_argument("--max-general-ratio", type=float,
+                   help="refuse tokens used more than this times as often per byte of general text as of domain "
+                        "text (default 0.25)")
+    p.add_argument("--sample-bytes", type=int, help="bytes of curated text read per role (default 33554432)")
+    p.add_argument("--rescale-norm", action="store_true", default=None,
+                   help="scale new embedding rows to the mean norm of the existing rows")
+    p.set_defaults(func=cmd_vocab)
 
     p = sub.add_parser("report", help="report.html for one run, or a comparison of several")
     p.add_argument("run_dirs", nargs="+", help="run folders")
