@@ -15,6 +15,7 @@ from cptkit.data.manifest import Manifest
 from cptkit.errors import UserError
 from cptkit.mixing import MixSchedule, mix_schedule
 from cptkit.train.schedules import Schedule, schedule_for
+from cptkit.train.stage_plan import describe_stages
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,9 @@ def describe(plan: RunPlan, cfg: Config) -> str:
                       f"at most {t.max_rollbacks}, then stop)")
         lines.append(f"forgetting       general ppl may rise {t.forgetting_budget:+.1%} over the base model; "
                      f"beyond it: {action}")
+    stages = describe_stages(t, cfg.model.name_or_path, plan.total_steps)
+    if stages:
+        lines.append(stages)
     if plan.total_steps:
         lines.append("")
         lines += schedule_table(plan)

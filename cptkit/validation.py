@@ -18,6 +18,7 @@ from cptkit.data.paths import expand_paths
 from cptkit.evaluation.probe_sets import check_spec, file_problems
 from cptkit.train.config import DistributedConfig
 from cptkit.train.schedules import SCHEDULES
+from cptkit.train.stage_plan import check_stages
 
 if TYPE_CHECKING:
     from cptkit.config import Config
@@ -47,7 +48,7 @@ def _check_train(cfg: Config) -> list[str]:
         )
     if t.freeze_embeddings and t.embedding_lr_scale != 1.0:
         p.append("train.freeze_embeddings and train.embedding_lr_scale: frozen embeddings have no learning rate; give one")
-    return p + SCHEDULES[t.schedule].check(t)
+    return p + SCHEDULES[t.schedule].check(t) + check_stages(cfg)
 
 
 def _check_distributed(dc: DistributedConfig, dtype: str) -> list[str]:

@@ -32,6 +32,7 @@ class RunData:
     evals: list[EvalRecord] = field(default_factory=list)
     probes: list[dict] = field(default_factory=list)  # probes.jsonl lines
     manifests: dict[str, Manifest] = field(default_factory=dict)
+    vocab: dict | None = None  # the starting model folder's vocab.json (`cptkit vocab`), if any
 
     def eval_names(self) -> list[str]:
         names = {k[: -len("_ppl")] for rec in self.evals for k in rec.metrics if k.endswith("_ppl")}
@@ -79,6 +80,7 @@ def load_run(run_dir: Path) -> RunData:
     run.metrics = _records(run_dir / "metrics.jsonl", StepRecord)
     run.evals = _records(run_dir / "eval.jsonl", EvalRecord)
     run.probes = read_jsonl(run_dir / "probes.jsonl")
+    run.vocab = _vocab_record(run.config)
     data_dir = Path(run.config.get("data", {}).get("prepared_dir") or run_dir / "data")
     for manifest in sorted(data_dir.glob("*/manifest.json")):
         try:
@@ -86,6 +88,15 @@ def load_run(run_dir: Path) -> RunData:
         except TypeError as exc:
             raise UserError(f"{manifest}: not a cptkit manifest ({exc})") from None
     return run
+
+
+def _vocab_record(config: dict) -> dict | None:
+    """vocab.json of the run's starting model folder, when `cptkit vocab` wrote it (else None)."""
+    path = Path(str(config.get("model", {}).get("name_or_path", ""))).expanduser() / "vocab.json"
+    if not path.is_file():
+        return None
+    record = _read_json(path)
+    return record if "heldout" in record and "first_new_id" in record else None
 
 
 def _records(path: Path, kind: type[StepRecord] | type[EvalRecord]) -> list:

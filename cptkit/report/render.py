@@ -91,6 +91,8 @@ def run_sections(run: RunData, level: str = "h2", prefix: str = "") -> list[str]
         out += [f"<{level}>lm-evaluation-harness</{level}>", sections.harness(run, prefix)]
     if run.manifests:
         out += [f"<{level}>Data</{level}>", sections.data_summary(run, prefix)]
+    if run.vocab:
+        out += [f"<{level}>Vocabulary</{level}>", sections.vocabulary(run, prefix)]
     return out
 
 

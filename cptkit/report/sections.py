@@ -177,3 +177,18 @@ def comparison(runs: list[RunData]) -> str:
         header += [f"probes {name} exact", "vs base"]
     header.append("wall s")
     return table("comparison", header, rows)
+
+
+def vocabulary(run: RunData, prefix: str = "") -> str:
+    """After `cptkit vocab`: tokens per byte and per character before and after, per held-out set."""
+    v = run.vocab
+    rows = []
+    for name, m in v["heldout"].items():
+        rows.append((name, [text(name), num(m["tokens_per_byte_before"], 3), num(m["tokens_per_byte_after"], 3),
+                            num(m["tokens_per_char_before"], 3), num(m["tokens_per_char_after"], 3),
+                            change(-m["fewer_tokens"]), pct(m["new_token_share"])]))
+    header = ["held-out set", "tokens/byte before", "after", "tokens/char before", "after", "tokens",
+              "new-token share"]
+    note = (f"<p class='note'>{v['added']:,} tokens added to the base vocabulary (ids from "
+            f"{v['first_new_id']:,}); bits per byte stay comparable across the two tokenizers.</p>")
+    return table(f"{prefix}vocab", header, rows) + note

@@ -150,6 +150,18 @@ class TrainConfig:
     distributed: DistributedConfig = option(
         default_factory=DistributedConfig, help="How several processes (torchrun) share the model and the work."
     )
+    new_embeddings_only_steps: int = option(
+        0, ge=0,
+        help="After `cptkit vocab`: train only the new tokens' rows of the input and output embeddings for the "
+        "first this many optimizer steps, then what the config trains (full, frozen layers, LoRA). The other "
+        "weights get zero gradients and no weight decay in those steps, so they and their optimizer state stay "
+        "exactly as they were. 0: off.",
+    )
+    new_token_start: int | None = option(
+        None, ge=0,
+        help="The first id of the new tokens; default: first_new_id of model.name_or_path/vocab.json "
+        "(written by cptkit vocab).",
+    )
     router: RouterLossConfig = option(
         default_factory=RouterLossConfig,
         help="Mixture-of-experts models: the router losses added to the training loss (logged as loss_aux).",

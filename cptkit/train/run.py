@@ -34,6 +34,7 @@ from cptkit.train.best import BestTracker
 from cptkit.train.budget import ForgettingBudget
 from cptkit.train.guard import StepGuard
 from cptkit.train.logs import JsonLines, Progress, truncate_after
+from cptkit.train.stages import EmbeddingStages, NoStages
 
 # The layout of trainer_state.json; a checkpoint of another layout cannot be resumed by this code.
 STATE_VERSION = 2
@@ -159,6 +160,7 @@ class Run:
     best: BestTracker = field(init=False)  # exports best/ through `export`
     logs: RunLogs | None = None
     faults: StepFaults = field(default_factory=StepFaults)
+    stages: EmbeddingStages | NoStages = field(default_factory=NoStages)  # train.new_embeddings_only_steps
     step: int = 0  # optimizer steps done
     tokens: int = 0  # tokens of those steps (sequence positions)
     clock: Clock = field(default_factory=Clock)

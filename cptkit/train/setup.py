@@ -38,6 +38,7 @@ from cptkit.train.losses import CausalLMLoss
 from cptkit.train.moe import router_spec
 from cptkit.train.optim import build_optimizer
 from cptkit.train.run import STATE_VERSION, Run, RunLogs, run_defining, what_is_computed
+from cptkit.train.stages import build_stages
 
 log = logging.getLogger("cptkit")
 
@@ -107,6 +108,7 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
         budget=ForgettingBudget(cfg.train.forgetting_budget, cfg.train.forgetting_action,
                                 cfg.train.rollback_lr_factor, cfg.train.rollback_replay, cfg.train.max_rollbacks),
         faults=StepFaults(dist.accelerator.unwrap_model(module)),
+        stages=build_stages(cfg.train, dist.accelerator.unwrap_model(module).lm, optimizer, cfg.model.name_or_path),
     )
     if target is not None:
         resume_from(run, target)

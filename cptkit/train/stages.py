@@ -29,70 +29,16 @@ continues bit-identically on either side of the boundary.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
+import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 
 from cptkit.errors import UserError
-from cptkit.schema import option
+from cptkit.train.stage_plan import new_token_start
 
-
-@dataclass
-class StagesConfig:
-    """Fields for `train` (the lead moves them into TrainConfig as they are)."""
-
-    new_embeddings_only_steps: int = option(
-        0, ge=0,
-        help="Train only the new tokens' rows of the input and output embeddings for the first this many "
-        "optimizer steps, then what the config trains. The other weights get zero gradients and no weight "
-        "decay in those steps, so they and their optimizer state stay exactly as they were. 0: off.",
-    )
-    new_token_start: int | None = option(
-        None, ge=0,
-        help="The first id of the new tokens; default: first_new_id of model.name_or_path/vocab.json "
-        "(written by cptkit vocab).",
-    )
-
-
-def _recorded(name_or_path: str) -> dict:
-    """The vocab.json that `cptkit vocab` wrote into the model folder ({} if none)."""
-    path = Path(name_or_path).expanduser() / "vocab.json"
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
-def recorded_start(name_or_path: str) -> int | None:
-    """first_new_id from the model folder's vocab.json, if any."""
-    value = _recorded(name_or_path).get("first_new_id")
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def new_token_start(train, name_or_path: str) -> int | None:
-    explicit = getattr(train, "new_token_start", None)
-    return explicit if explicit is not None else recorded_start(name_or_path)
-
-
-def check_stages(cfg) -> list[str]:
-    """Config problems of the stage keys, each with its dotted path (for validation)."""
-    t = cfg.train
-    steps = getattr(t, "new_embeddings_only_steps", 0)
-    if not steps:
-        return []
-    problems = []
-    if new_token_start(t, cfg.model.name_or_path) is None:
-        problems.append(
-            f"train.new_embeddings_only_steps: needs the first new token id: model.name_or_path "
-            f"{cfg.model.name_or_path!r} has no vocab.json from cptkit vocab; set train.new_token_start"
-        )
-    if t.freeze_embeddings:
-        problems.append("train.new_embeddings_only_steps and train.freeze_embeddings: stage 1 trains the "
-                        "new rows of the input embeddings; unfreeze them")
-    return problems
+if TYPE_CHECKING:
+    from cptkit.train.config import TrainConfig
 
 
 def _local(t: torch.Tensor, start: int) -> tuple[torch.Tensor, int]:
@@ -153,10 +99,12 @@ class EmbeddingStages:
                 grad, first = _local(p.grad, self.start)
                 grad[:first].zero_()
 
-    def step(self, optimizer, step: int) -> None:
-        """Take optimizer step `step` (instead of `optimizer.step()`)."""
+    @contextlib.contextmanager
+    def update(self, optimizer, step: int):
+        """Around optimizer step `step`'s update: in stage 1 AdamW's decoupled weight decay is
+        applied by hand to the new rows only, and switched off for the update itself."""
         if not self.active(step):
-            optimizer.step()
+            yield
             return
         rows = {id(p) for p in self.rows}
         decays = [g["weight_decay"] for g in optimizer.param_groups]
@@ -169,7 +117,7 @@ class EmbeddingStages:
                         weight[first:].mul_(factor)  # AdamW's decoupled decay, new rows only
                 group["weight_decay"] = 0.0
         try:
-            optimizer.step()
+            yield
         finally:
             for group, decay in zip(optimizer.param_groups, decays):
                 group["weight_decay"] = decay
@@ -186,13 +134,13 @@ class NoStages:
     def mask_gradients(self, step: int) -> None:
         return None
 
-    def step(self, optimizer, step: int) -> None:
-        optimizer.step()
+    def update(self, optimizer, step: int):
+        return contextlib.nullcontext()
 
 
-def build_stages(train, lm: torch.nn.Module, optimizer, name_or_path: str):
-    """EmbeddingStages for `train` (TrainConfig) on the unwrapped model, or NoStages when off."""
-    steps = getattr(train, "new_embeddings_only_steps", 0)
+def build_stages(train: TrainConfig, lm: torch.nn.Module, optimizer, name_or_path: str):
+    """EmbeddingStages for `train.*` on the unwrapped model, or NoStages when off."""
+    steps = train.new_embeddings_only_steps
     if not steps:
         return NoStages()
     start = new_token_start(train, name_or_path)
@@ -200,20 +148,3 @@ def build_stages(train, lm: torch.nn.Module, optimizer, name_or_path: str):
         raise UserError(f"train.new_embeddings_only_steps: no first new token id (no vocab.json in "
                         f"{name_or_path}); set train.new_token_start")
     return EmbeddingStages(lm, optimizer, start, steps)
-
-
-def describe_stages(train, name_or_path: str, total_steps: int, rows: int | None = None) -> str:
-    """Lines for `cptkit plan`: which steps train what."""
-    steps = getattr(train, "new_embeddings_only_steps", 0)
-    if not steps:
-        return ""
-    start = new_token_start(train, name_or_path)
-    rows = rows or (_recorded(name_or_path).get("embedding_rows") or {}).get("after")
-    first = min(steps, total_steps)
-    span = f"ids {start:,}-{rows - 1:,}" if start is not None and rows else f"ids from {start}"
-    lines = [f"stages: 1) steps 1-{first:,}: only the new rows of the input and output embeddings ({span})"]
-    if total_steps > steps:
-        lines.append(f"        2) steps {steps + 1:,}-{total_steps:,}: the configured parameters")
-    else:
-        lines.append(f"        (new_embeddings_only_steps {steps:,} covers all {total_steps:,} steps: nothing else trains)")
-    return "\n".join(lines)

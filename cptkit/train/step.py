@@ -94,11 +94,13 @@ def train_step(run: Run, rows: list[Row]) -> StepResult:
     # EWC / L2-SP: the penalty's gradient joins the averaged loss gradient before clipping.
     anchor = run.regularizer.anchor
     penalty = anchor.add_to_grads() if anchor is not None else None
+    run.stages.mask_gradients(run.step)  # stage 1 after `cptkit vocab`: only the new embedding rows
     grad_norm = dist.clip_grad_norm(run.model, run.optimizer, run.cfg.train.max_grad_norm or math.inf)
     dist.all_reduce_sum(sums.values)
     # Loss and gradient norm are global, so every process takes the same decision.
     skipped = run.guard.bad_reason(sums.loss, grad_norm)
-    dist.optimizer_step(run.optimizer, apply=skipped is None)
+    with run.stages.update(run.optimizer, run.step):
+        dist.optimizer_step(run.optimizer, apply=skipped is None)
     run.optimizer.zero_grad(set_to_none=True)
     router = dist.accelerator.unwrap_model(run.model).router
     aux, z = sums.router_means(targets) if router is not None else (None, None)

@@ -15,8 +15,13 @@ import gzip
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cptkit.errors import UserError
+
+if TYPE_CHECKING:
+    from cptkit.config import Config
+    from cptkit.data.manifest import Manifest
 
 
 def _documents(files: list[Path]):
@@ -36,10 +41,10 @@ def source_names(cfg, role: str) -> list[str]:
     return [s.name for s in (cfg.domain_sources if role == "domain" else cfg.general_sources)]
 
 
-def training_sample(cfg, manifests: dict[str, dict], role: str, sample_bytes: int) -> list[str]:
+def training_sample(cfg: Config, manifests: dict[str, Manifest], role: str, sample_bytes: int) -> list[str]:
     """About `sample_bytes` of the role's curated training documents (all of them when fewer)."""
     names = source_names(cfg, role)
-    total = sum(manifests[n]["text_bytes"]["train"] for n in names)
+    total = sum(manifests[n].text_bytes["train"] for n in names)
     share = min(1.0, sample_bytes / total) if total else 1.0
     files = [f for n in names for f in sorted((cfg.prepared_dir / n / "curated").glob("part-*.jsonl.gz"))]
     step = max(1, min(int(1 / (2 * share)), len(files)))

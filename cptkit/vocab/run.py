@@ -22,6 +22,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -36,6 +37,10 @@ from cptkit.vocab.embeddings import Resized, resize_and_initialise
 from cptkit.vocab.extend import NewToken, extend
 from cptkit.vocab.measure import measure
 from cptkit.vocab.select import Selection, segmentations, select
+
+if TYPE_CHECKING:
+    from cptkit.config import Config
+    from cptkit.data.manifest import Manifest
 
 log = logging.getLogger("cptkit")
 
@@ -109,7 +114,7 @@ def make_record(cfg, base: BaseTokenizer, add: int, language: str, learned: Lear
     }
 
 
-def learn(cfg, manifests: dict, base: BaseTokenizer, add: int, options: VocabConfig) -> Learned:
+def learn(cfg: Config, manifests: dict[str, Manifest], base: BaseTokenizer, add: int, options: VocabConfig) -> Learned:
     """Candidates and the chosen tokens, from samples of the curated domain and general text."""
     domain = training_sample(cfg, manifests, "domain", options.sample_bytes)
     require_domain_text(domain, cfg)

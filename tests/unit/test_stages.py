@@ -15,16 +15,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from cptkit.errors import UserError
+from cptkit.train.config import TrainConfig
 from cptkit.train.optim import build_optimizer, set_lr
-from cptkit.train.stages import (
-    EmbeddingStages,
-    NoStages,
-    StagesConfig,
-    build_stages,
-    check_stages,
-    describe_stages,
-    recorded_start,
-)
+from cptkit.train.stage_plan import check_stages, describe_stages, recorded_start
+from cptkit.train.stages import EmbeddingStages, NoStages, build_stages
 
 ROWS, START, K = 128, 96, 4  # ids 96..127 are the "new" tokens
 
@@ -37,7 +31,8 @@ def tiny(tied: bool, seed: int = 0) -> LlamaForCausalLM:
 
 
 def train_cfg(**kw):
-    base = dict(lr=1e-2, weight_decay=0.1, betas=[0.9, 0.95], eps=1e-8, embedding_lr_scale=1.0)
+    base = dict(lr=1e-2, weight_decay=0.1, betas=[0.9, 0.95], eps=1e-8, embedding_lr_scale=1.0,
+                new_embeddings_only_steps=0, new_token_start=None)
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -53,7 +48,8 @@ def one_step(model, optimizer, stages, step: int, lr: float = 1e-2) -> dict[str,
     stages.mask_gradients(step)
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    stages.step(optimizer, step)
+    with stages.update(optimizer, step):
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return grads
 
@@ -105,7 +101,8 @@ def test_new_rows_follow_plain_adamw_with_weight_decay():
         model(input_ids=ids, labels=ids).loss.backward()
         stages.mask_gradients(step)
         alone.grad = embed.grad[START:].clone()
-        stages.step(optimizer, step)
+        with stages.update(optimizer, step):
+            optimizer.step()
         reference.step()
         optimizer.zero_grad(set_to_none=True)
         assert torch.equal(embed.detach()[START:], alone.detach()), step
@@ -134,7 +131,7 @@ def test_a_state_saved_in_stage_one_resumes_to_the_same_weights():
 
 def test_off_by_default_and_built_from_the_config(tmp_path):
     assert isinstance(build_stages(train_cfg(), tiny(True), None, str(tmp_path)), NoStages)
-    fields = StagesConfig()
+    fields = TrainConfig()
     assert fields.new_embeddings_only_steps == 0 and fields.new_token_start is None
     (tmp_path / "vocab.json").write_text(json.dumps({"format": 1, "first_new_id": START, "embedding_rows": {"after": ROWS}}))
     assert recorded_start(str(tmp_path)) == START
@@ -180,7 +177,7 @@ def test_zeroed_gradients_alone_would_let_weight_decay_move_the_old_rows():
     ids = batch(0)
     model(input_ids=ids, labels=ids).loss.backward()
     stages.mask_gradients(0)
-    optimizer.step()  # a plain step instead of stages.step
+    optimizer.step()  # a plain step, outside stages.update
     assert not torch.equal(model.get_input_embeddings().weight.detach()[:START], old)
     assert torch.allclose(model.get_input_embeddings().weight.detach()[:START], old * (1 - 1e-2 * 0.1))
 

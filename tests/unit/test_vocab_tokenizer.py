@@ -113,9 +113,13 @@ def test_the_selection_counts_what_the_extended_tokenizer_produces(extended, tex
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_new_tokens_only_join_old_tokens(extended, texts, kind):
-    """Old text changes only by merging adjacent old tokens: every token boundary after is one before."""
+    """Old text changes only by merging adjacent old tokens: every token boundary after is one before.
+
+    For Unigram this holds for text whose characters the base vocabulary knows; text with characters
+    it lacks (Korean, for this English base) may also be cut anew (docs/vocabulary.md says why).
+    """
     base, _, tok, _ = extended[kind]
-    docs = texts["english"] + texts["korean_heldout"]
+    docs = texts["english"] + (texts["korean_heldout"] if kind != "unigram" else [])
     for b, a in zip(base.backend.encode_batch(docs, add_special_tokens=False), tok.encode_batch(docs, add_special_tokens=False)):
         assert _byte_ends(base, a) <= _byte_ends(base, b)
     # English prose without digits is untouched: none of the Korean tokens occur in it.
