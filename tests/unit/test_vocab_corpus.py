@@ -28,7 +28,7 @@ def test_a_large_source_is_sampled_from_spread_files_to_about_the_asked_size(tmp
     total = _source(tmp_path, "domain", files=20, docs_per_file=200)
     cfg = SimpleNamespace(domain_sources=[SimpleNamespace(name="domain")], general_sources=[],
                           prepared_dir=tmp_path, data=SimpleNamespace(eval={}))
-    manifests = {"domain": {"text_bytes": {"train": total}}}
+    manifests = {"domain": SimpleNamespace(text_bytes={"train": total})}  # all a Manifest holds that this reads
     sample = training_sample(cfg, manifests, "domain", total // 10)
     got = sum(len(t) for t in sample)
     assert 0.8 * total / 10 < got < 1.2 * total / 10
