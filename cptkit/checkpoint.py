@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from cptkit.durable import fsync_dir, fsync_file
+from cptkit.durable import fsync_dir, fsync_file, replace_folder
 from cptkit.errors import RunFailure, UserError
 from cptkit.faults import crash_point
 
@@ -43,12 +43,7 @@ def _commit(tmp: Path, final: Path, point: str) -> None:
     fsync_file(marker)
     fsync_dir(tmp)
     crash_point(f"{point}:committed")
-    old = final.with_name(f".old-{final.name}-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, final)
 
 
 def is_committed(folder: Path) -> bool:

@@ -4,8 +4,9 @@ A rename is only durable once the folder holding it is synced; a file's bytes on
 file is. Every file a run writes whole goes through `replaced`: the bytes go to a temporary
 file beside it, are synced, and the temporary file is renamed over the target, so a reader
 sees the old file or the new one, never half of one. `write_text` and `write_json` are the
-two common cases. Checkpoints (`cptkit.checkpoint`) and prepared shards (`cptkit.data.prepare`)
-are whole folders: written into a temporary folder, synced with `fsync_tree`, then renamed.
+two common cases. Checkpoints (`cptkit.checkpoint`), prepared shards (`cptkit.data.prepare`) and
+`cptkit vocab`'s model folder are whole folders: written into a temporary folder, synced with
+`fsync_tree`, then moved into place by `replace_folder`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,3 +84,15 @@ def json_safe(value: Any) -> Any:
 def write_json(path: Path, obj: Any, indent: int | None = 2) -> None:
     """`obj` as JSON (non-finite numbers as null), atomically."""
     write_text(path, json.dumps(json_safe(obj), indent=indent, ensure_ascii=False) + "\n")
+
+
+def replace_folder(tmp: Path, final: Path) -> None:
+    """Move the finished folder `tmp` to `final`, replacing an older one: the old folder is
+    renamed aside first and removed only once the new one is in place, so `final` is never gone
+    for long and never half-written."""
+    old = final.with_name(f".old-{final.name}-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)

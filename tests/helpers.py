@@ -52,3 +52,23 @@ def cptkit(*args: str, cwd: Path | None = None, timeout: int = 600, **popen) -> 
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def every_output(outputs: list[subprocess.CompletedProcess], roots: list[Path], tokenizer, dtype: str) -> dict[str, str]:
+    """{where: text} of the console and every file below `roots`, gzip files decompressed and the
+    prepared token shards (`*.bin` under a prepared source) decoded with `tokenizer`: what a search
+    for leaked secrets or personal data must look through."""
+    import gzip
+
+    import numpy as np
+
+    searched = {"console": "".join(o.stdout + o.stderr for o in outputs)}
+    for root in roots:
+        for file in sorted(p for p in root.rglob("*") if p.is_file()):
+            data = file.read_bytes()
+            if file.suffix == ".gz":
+                data = gzip.decompress(data)
+            if file.suffix == ".bin" and "prepared" in file.parts[-4:-1]:
+                data = tokenizer.decode(np.frombuffer(data, dtype=dtype).tolist()).encode()
+            searched[str(file)] = data.decode("utf-8", "replace")
+    return searched

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from cptkit.durable import fsync_dir, fsync_tree
+from cptkit.durable import fsync_tree, replace_folder
 from cptkit.errors import RunFailure, UserError
 from cptkit.schema import to_dict
 from cptkit.vocab.base import BaseTokenizer, inspect
@@ -197,12 +197,7 @@ def write_folder(out: Path, model, tok, backend, record: dict, check: list[str],
         (tmp / RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
         verify(tmp, backend, check, rows)
         fsync_tree(tmp)
-        old = out.with_name(f".old-{out.name}-{os.getpid()}")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

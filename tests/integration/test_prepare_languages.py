@@ -4,10 +4,8 @@
 The source says `language: ko` once; every language-dependent step takes it (none names a language).
 """
 
-import gzip
 import json
 
-import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
@@ -18,7 +16,7 @@ from tests.corpora import (
     korean_pii_document,
     write_jsonl,
 )
-from tests.helpers import cptkit, make_config, write_config
+from tests.helpers import cptkit, every_output, make_config, write_config
 
 PIPELINE = ["clean", {"length": {"min_words": 20}}, "language", {"gopher_quality": {"min_words": 20}},
             "gopher_repetition", "pii", "dedup"]
@@ -46,16 +44,8 @@ def test_korean_source_keeps_its_prose_and_leaks_no_personal_data(tmp_path, tiny
     assert manifest["pii"] == {k: len(v) for k, v in KOREAN_PII.items()}  # counted in the kept document
 
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "prepared" / "tokenizer")
-    searched = {"console": "".join(o.stdout + o.stderr for o in outputs)}
-    for root in (tmp_path / "prepared", tmp_path / "run"):
-        for file in sorted(p for p in root.rglob("*") if p.is_file()):
-            data = file.read_bytes()
-            if file.suffix == ".gz":
-                data = gzip.decompress(data)
-            if file.suffix == ".bin" and "prepared" in file.parts[-4:-1]:
-                dtype = "uint16" if manifest["dtype"] == "uint16" else "uint32"
-                data = tokenizer.decode(np.frombuffer(data, dtype=dtype).tolist()).encode()
-            searched[str(file)] = data.decode("utf-8", "replace")
+    dtype = "uint16" if manifest["dtype"] == "uint16" else "uint32"
+    searched = every_output(outputs, [tmp_path / "prepared", tmp_path / "run"], tokenizer, dtype)
     assert any(name.endswith(".bin") for name in searched) and any("dropped" in n for n in searched)
     assert any(name.endswith("report.html") for name in searched)
     leaks = [(name, p) for name, text in searched.items() for values in KOREAN_PII.values() for p in values

@@ -1,12 +1,11 @@
 """Secrets put into the input never reach an output; model folders that are unsafe or broken are refused."""
 
-import gzip
 import json
 
 import pytest
 from transformers import AutoTokenizer
 
-from tests.helpers import cptkit, make_config, write_config
+from tests.helpers import cptkit, every_output, make_config, write_config
 
 SECRETS = [
     "jane.doe.4471@example.org",
@@ -51,18 +50,8 @@ def test_injected_secrets_appear_in_no_output(tmp_path, tiny_model, corpus):
     assert manifest["pii"]["secret"] == 80 + 20 and manifest["pii"]["email"] == 40 + 10
 
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "prepared" / "tokenizer")
-    searched = {"console": "".join(o.stdout + o.stderr for o in outputs)}
-    for root in (tmp_path / "prepared", tmp_path / "run"):
-        for file in sorted(p for p in root.rglob("*") if p.is_file()):
-            data = file.read_bytes()
-            if file.suffix == ".gz":
-                data = gzip.decompress(data)
-            if file.suffix == ".bin" and "prepared" in file.parts[-4:-1]:
-                dtype = "uint16" if manifest["dtype"] == "uint16" else "uint32"
-                import numpy as np
-
-                data = tokenizer.decode(np.frombuffer(data, dtype=dtype).tolist()).encode()
-            searched[str(file)] = data.decode("utf-8", "replace")
+    dtype = "uint16" if manifest["dtype"] == "uint16" else "uint32"
+    searched = every_output(outputs, [tmp_path / "prepared", tmp_path / "run"], tokenizer, dtype)
     assert any("dropped.jsonl" in name for name in searched), "the dropped documents were not searched"
     assert any(name.endswith(".bin") for name in searched), "the token shards were not searched"
     leaks = [(name, s) for name, text in searched.items() for s in SECRETS if s in text]
