@@ -47,27 +47,27 @@ def _finish(ax, title: str, xlabel: str, ylabel: str, legend: bool = True) -> No
         ax.legend(fontsize=8)
 
 
-def training_loss(runs: list[RunData]) -> bytes:
+def _per_key(runs: list[RunData], series: tuple[tuple[str, str, str], ...], title: str, ylabel: str) -> bytes:
+    """One line per (metrics key, label, style) per run, against training tokens."""
     fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT))
     for run in runs:
-        for key, label, style in (("loss_domain", "domain", "-"), ("loss_replay", "replay (general)", "--")):
+        for key, label, style in series:
             xs, ys = _series(run.metrics, key)
             if xs:
                 ax.plot(xs, ys, style, label=f"{_prefix(run, runs)}{label}", linewidth=1)
-    _finish(ax, "Training loss per source", "training tokens", "loss (nats/token)")
+    _finish(ax, title, "training tokens", ylabel)
     return _png(fig)
+
+
+def training_loss(runs: list[RunData]) -> bytes:
+    return _per_key(runs, (("loss_domain", "domain", "-"), ("loss_replay", "replay (general)", "--")),
+                    "Training loss per source", "loss (nats/token)")
 
 
 def router_loss(runs: list[RunData]) -> bytes:
     """Mixture-of-experts runs: the router load-balancing loss (top_k when routing is even)."""
-    fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT))
-    for run in runs:
-        for key, label, style in (("loss_aux", "load balancing", "-"), ("loss_router_z", "z-loss", "--")):
-            xs, ys = _series(run.metrics, key)
-            if xs:
-                ax.plot(xs, ys, style, label=f"{_prefix(run, runs)}{label}", linewidth=1)
-    _finish(ax, "Router auxiliary loss", "training tokens", "loss")
-    return _png(fig)
+    return _per_key(runs, (("loss_aux", "load balancing", "-"), ("loss_router_z", "z-loss", "--")),
+                    "Router auxiliary loss", "loss")
 
 
 def eval_perplexity(runs: list[RunData]) -> bytes:
