@@ -5,11 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from cptkit.regularizers.ewc import AnchorPenalty
 from cptkit.regularizers.kl import KLToReference
+
+if TYPE_CHECKING:
+    from cptkit.config import Config
+    from cptkit.distributed import Dist
 
 log = logging.getLogger("cptkit")
 
@@ -39,7 +44,7 @@ class Regularizer:
             self.fisher = None
 
 
-def build_regularizer(cfg, lm: torch.nn.Module, dist, run_dir: Path, general_windows: list,
+def build_regularizer(cfg: Config, lm: torch.nn.Module, dist: Dist, run_dir: Path, general_windows: list,
                       resuming: bool, chunk: int | None) -> Regularizer:
     """The run's regularizer (cfg: cptkit.config.Config); `lm` is the unwrapped student on its device.
 
@@ -64,7 +69,7 @@ def build_regularizer(cfg, lm: torch.nn.Module, dist, run_dir: Path, general_win
     return Regularizer()
 
 
-def _fisher(cfg, lm, dist, run_dir: Path, general_windows: list, resuming: bool, chunk: int | None) -> dict:
+def _fisher(cfg: Config, lm: torch.nn.Module, dist: Dist, run_dir: Path, general_windows: list, resuming: bool, chunk: int | None) -> dict:
     from cptkit.regularizers.fisher import estimate_fisher, load_fisher, save_fisher
 
     r = cfg.regularizer

@@ -13,8 +13,12 @@ import re
 import secrets
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cptkit.errors import UserError
+
+if TYPE_CHECKING:
+    from cptkit.tracking import LoggingConfig
 
 # MLflow limits (mlflow.utils.validation): values per log_batch call and a parameter value's length.
 _MLFLOW_METRICS_PER_BATCH = 1000
@@ -44,7 +48,7 @@ def _flat_params(config: dict) -> dict[str, str | int | float | bool]:
 class TensorBoard:
     name = "tensorboard"
 
-    def __init__(self, cfg, run_dir: Path, run_name: str, saved: dict | None, resume_step: int | None):
+    def __init__(self, cfg: LoggingConfig, run_dir: Path, run_name: str, saved: dict | None, resume_step: int | None):
         _require("tensorboard", "tensorboard")
         from torch.utils.tensorboard import SummaryWriter
 
@@ -85,7 +89,7 @@ class TensorBoard:
 class WandB:
     name = "wandb"
 
-    def __init__(self, cfg, run_dir: Path, run_name: str, saved: dict | None, resume_step: int | None):
+    def __init__(self, cfg: LoggingConfig, run_dir: Path, run_name: str, saved: dict | None, resume_step: int | None):
         wandb = _require("wandb", "wandb")
         self.id = (saved or {}).get("id") or secrets.token_hex(4)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +124,7 @@ class WandB:
 class MLflow:
     name = "mlflow"
 
-    def __init__(self, cfg, run_dir: Path, run_name: str, saved: dict | None, resume_step: int | None):
+    def __init__(self, cfg: LoggingConfig, run_dir: Path, run_name: str, saved: dict | None, resume_step: int | None):
         _require("mlflow", "mlflow")
         from mlflow.tracking import MlflowClient
 

@@ -8,7 +8,12 @@ Frozen weights (`cptkit.train.freezing`) are left out of every group.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from cptkit.train.config import TrainConfig
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, embedding_lr_scale: float = 1.0) -> list[dict]:
@@ -30,7 +35,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float, embedding_lr_scale
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters (cfg: TrainConfig)."""
     groups = param_groups(model, cfg.weight_decay, cfg.embedding_lr_scale)
     # foreach is the fast path on CPU and GPU alike; fused exists only for some devices.

@@ -37,7 +37,7 @@ def _draw(doc_id: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def source_names(cfg, role: str) -> list[str]:
+def source_names(cfg: Config, role: str) -> list[str]:
     return [s.name for s in (cfg.domain_sources if role == "domain" else cfg.general_sources)]
 
 
@@ -52,7 +52,7 @@ def training_sample(cfg: Config, manifests: dict[str, Manifest], role: str, samp
     return [d["text"] for d in _documents(files[::step]) if keep >= 1.0 or _draw(d["id"]) < keep]
 
 
-def heldout_texts(cfg, role: str) -> list[str]:
+def heldout_texts(cfg: Config, role: str) -> list[str]:
     """The role's held-out documents: its eval set, else the held-out slices of its sources."""
     root = cfg.prepared_dir
     if role in cfg.data.eval:
@@ -63,7 +63,7 @@ def heldout_texts(cfg, role: str) -> list[str]:
     return [d["text"] for d in _documents(files)]
 
 
-def require_domain_text(texts: list[str], cfg) -> None:
+def require_domain_text(texts: list[str], cfg: Config) -> None:
     if not any(t.strip() for t in texts):
         raise UserError(
             "data.domain: no curated training text to learn new tokens from (every document was dropped "

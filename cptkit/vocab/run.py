@@ -57,7 +57,7 @@ class Learned:
     size: int  # tokens of the domain tokenizer
 
 
-def expand_vocabulary(cfg, add: int, out: Path | None = None, options: VocabConfig | None = None,
+def expand_vocabulary(cfg: Config, add: int, out: Path | None = None, options: VocabConfig | None = None,
                       language: str = "en") -> dict:
     """Write the expanded model folder; return its vocab.json record."""
     from cptkit.data.prepare import prepare
@@ -90,7 +90,7 @@ def expand_vocabulary(cfg, add: int, out: Path | None = None, options: VocabConf
     return record
 
 
-def make_record(cfg, base: BaseTokenizer, add: int, language: str, learned: Learned, resized: Resized,
+def make_record(cfg: Config, base: BaseTokenizer, add: int, language: str, learned: Learned, resized: Resized,
                 heldout: dict, options: VocabConfig, tokens: list[NewToken]) -> dict:
     """The vocab.json content (README and docs/vocabulary.md describe every key)."""
     selection, candidates = learned.selection, learned.candidates
@@ -165,7 +165,7 @@ def saved_dtype(model_cfg) -> torch.dtype:
     return dtype if isinstance(dtype, torch.dtype) else torch.float32
 
 
-def claim_folder(out: Path, cfg) -> None:
+def claim_folder(out: Path, cfg: Config) -> None:
     """DIR may be new, empty, or an earlier `cptkit vocab` output; never the base model or anything else."""
     base = Path(cfg.model.name_or_path).expanduser()
     if base.exists() and out.exists() and out.resolve() == base.resolve():
