@@ -27,11 +27,15 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import torch
 
 from cptkit.errors import UserError
 from cptkit.train.precision import Precision
+
+if TYPE_CHECKING:
+    from cptkit.train.config import DistributedConfig
 
 log = logging.getLogger("cptkit")
 
@@ -81,7 +85,7 @@ class Dist:
         self,
         module: torch.nn.Module,
         make_optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer],
-        cfg,
+        cfg: DistributedConfig,
         dtype: str,
     ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
         """(module ready to train, its optimizer) for `train.distributed` (a DistributedConfig)."""
@@ -95,7 +99,7 @@ class Dist:
         # The optimizer is built after sharding: it must hold the sharded parameters.
         return module, make_optimizer(module)
 
-    def mesh(self, cfg):
+    def mesh(self, cfg: DistributedConfig):
         from torch.distributed.device_mesh import init_device_mesh
 
         kind = self.device.type
@@ -237,7 +241,7 @@ def tied_aliases(model: torch.nn.Module) -> dict[str, str]:
     return aliases
 
 
-def shard(module: torch.nn.Module, mesh, cfg, dtype: str) -> None:
+def shard(module: torch.nn.Module, mesh, cfg: DistributedConfig, dtype: str) -> None:
     """fully_shard every decoder layer, then the root (embeddings, norm, output layer, loss)."""
     from torch.distributed.fsdp import (
         CPUOffloadPolicy,
