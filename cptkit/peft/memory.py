@@ -176,3 +176,23 @@ def _activations(shapes: ModelShapes, method: str, r: int, adapted: list[Linear]
         layers = a * per_layer * kept_layers
     logits = 8 * min(chunk, tokens) * shapes.vocab if chunk else 12 * tokens * shapes.vocab
     return tokens * (layers + 4 * h + 2 * a * h) + logits
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def describe(estimates: list[MemoryEstimate]) -> list[str]:
+    """`cptkit plan`'s table: one line per method (e.g. the configured one and full training)."""
+    head = (f"{'method':<8} {'trainable':>22} {'weights':>10} {'gradients':>10} {'optimizer':>10} "
+            f"{'activations':>12} {'KL ref':>10} {'total':>10}")
+    lines = [head]
+    for e in estimates:
+        share = f"{e.trainable_params:,} ({e.trainable_params / e.total_params:.1%})"
+        lines.append(f"{e.method:<8} {share:>22} {_size(e.weights):>10} {_size(e.gradients):>10} "
+                     f"{_size(e.optimizer):>10} {_size(e.activations):>12} {_size(e.reference):>10} "
+                     f"{_size(e.total):>10}")
+    return lines
