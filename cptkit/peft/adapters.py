@@ -150,6 +150,26 @@ def apply_peft(model: torch.nn.Module, cfg: PeftConfig, freeze_layers: int = 0):
     return peft_model
 
 
+def keep_frozen_in(peft_model, dtype: torch.dtype) -> int:
+    """Store the frozen linear weights of the decoder layers in the compute `dtype`; return how many.
+
+    Under LoRA these weights never change, so a float32 master copy buys nothing; and under
+    autocast a float32 weight is cast to the compute dtype at every forward, that copy kept until
+    backward. Stored in bfloat16 they cost 2 bytes per weight instead of 4 + 2, and the bfloat16
+    forward is bit-identical (autocast rounds them the same way). Norms, embeddings, output layer
+    and adapters stay float32. Lossless for checkpoints stored in bfloat16, as most are.
+    """
+    _, stack = decoder_stack(base_lm(peft_model))
+    count = 0
+    for module in stack.modules():
+        if isinstance(module, _linear_types()):
+            for p in module.parameters(recurse=False):
+                if not p.requires_grad and p.is_floating_point() and p.dtype != dtype:
+                    p.data = p.data.to(dtype)
+                    count += p.numel()
+    return count
+
+
 def trainable_counts(model: torch.nn.Module) -> dict[str, int]:
     """Parameters by kind: total, trainable, adapter (LoRA matrices), full (trained in full)."""
     counts = {"total": 0, "trainable": 0, "adapter": 0, "full": 0}

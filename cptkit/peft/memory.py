@@ -20,6 +20,10 @@ function of them. Assumptions, following how cptkit trains:
   activations while it is recomputed. On top: the float32 embedding output, and the fused
   loss's hidden states and their gradient (2 x hidden per token) and one chunk of float32
   logits and its gradient (2 x chunk x vocabulary; 3 x T x vocabulary with loss_chunk_tokens 0).
+- casts: under autocast (bfloat16 / float16), the forward casts every float32 linear weight to
+  the compute dtype and the copy is kept until backward: 2 bytes per decoder linear weight
+  stored in float32 (the adapters included; none for weights stored in the compute dtype,
+  `frozen_bytes` 2, nor for QLoRA's 4-bit weights, dequantized one layer at a time).
 - reference (KL to the base model): a whole second model in `kl_reference_dtype` for full
   training; under an adapter method only the original embeddings (and an untied output
   layer) when they train in full (`reference.FrozenBase`).
@@ -86,11 +90,12 @@ class MemoryEstimate:
     gradients: int
     optimizer: int
     activations: int  # one micro batch
+    casts: int = 0  # compute-dtype copies of float32 weights kept for backward
     reference: int = 0  # KL reference, 0 without KL
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations + self.reference
+        return self.weights + self.gradients + self.optimizer + self.activations + self.casts + self.reference
 
 
 def model_shapes(config) -> ModelShapes:
@@ -133,7 +138,8 @@ def memory_estimate(
     loss_chunk_tokens: int = 1024, dropout: float = 0.0, double_quant: bool = True, frozen_bytes: int = 4,
     kl_reference_dtype: str | None = None,
 ) -> MemoryEstimate:
-    """Bytes of weights, gradients, optimizer states, activations (one micro batch) and KL reference."""
+    """Bytes of weights, gradients, optimizer states, activations (one micro batch), autocast copies
+    and KL reference."""
     adapted = [lin for lin in shapes.linears if targets is None or lin.name in targets]
     adapter_layers = shapes.layers - freeze_layers if method != "full" else 0
     adapter_params = adapter_layers * sum(r * (lin.fan_in + lin.fan_out) for lin in adapted)
@@ -154,12 +160,17 @@ def memory_estimate(
     activations = _activations(shapes, method, r, adapted, micro_batch * seq_len, DTYPE_BYTES[dtype],
                                first_trainable=0 if method == "full" or train_embeddings else freeze_layers,
                                checkpointing=gradient_checkpointing, chunk=loss_chunk_tokens, dropout=dropout)
+    casts = 0
+    if dtype != "float32":
+        linear_params = shapes.layers * sum(lin.fan_in * lin.fan_out for lin in shapes.linears)
+        float32_linears = linear_params if method == "full" or (method == "lora" and frozen_bytes == 4) else 0
+        casts = 2 * (float32_linears + adapter_params)
     reference = 0
     if kl_reference_dtype is not None:
         ref_bytes = DTYPE_BYTES[kl_reference_dtype]
         reference = ref_bytes * (shapes.total_params if method == "full" else full_trained)
     return MemoryEstimate(method, shapes.total_params, trainable, weights, 4 * trainable, 8 * trainable,
-                          activations, reference)
+                          activations, casts, reference)
 
 
 def _activations(shapes: ModelShapes, method: str, r: int, adapted: list[Linear], tokens: int, a: int, *,
@@ -188,11 +199,11 @@ def _size(n: int) -> str:
 def describe(estimates: list[MemoryEstimate]) -> list[str]:
     """`cptkit plan`'s table: one line per method (e.g. the configured one and full training)."""
     head = (f"{'method':<8} {'trainable':>22} {'weights':>10} {'gradients':>10} {'optimizer':>10} "
-            f"{'activations':>12} {'KL ref':>10} {'total':>10}")
+            f"{'activations':>12} {'casts':>10} {'KL ref':>10} {'total':>10}")
     lines = [head]
     for e in estimates:
         share = f"{e.trainable_params:,} ({e.trainable_params / e.total_params:.1%})"
         lines.append(f"{e.method:<8} {share:>22} {_size(e.weights):>10} {_size(e.gradients):>10} "
-                     f"{_size(e.optimizer):>10} {_size(e.activations):>12} {_size(e.reference):>10} "
+                     f"{_size(e.optimizer):>10} {_size(e.activations):>12} {_size(e.casts):>10} {_size(e.reference):>10} "
                      f"{_size(e.total):>10}")
     return lines

@@ -2,7 +2,10 @@
 of cptkit's loop (global batch split over processes, the loss a mean over the global batch's
 targets), on the real `Dist` (DDP or FSDP2), with the full-state checkpoint format.
 
-    python tests/integration/peft_worker.py BASE_DIR OUT_DIR --strategy ddp|fsdp [--resume STATE]
+    python tests/integration/peft_worker.py BASE_DIR OUT_DIR --strategy ddp|fsdp [--resume STATE] [--bfloat16]
+
+--bfloat16: bfloat16 autocast (FSDP: bfloat16 weights gathered) with the frozen linear weights
+stored in bfloat16 (`keep_frozen_in`), the adapters and full-trained matrices float32.
 
 Writes OUT_DIR/losses.json, OUT_DIR/final.safetensors (every weight, gathered), a resumable
 state at --save-at, OUT_DIR/final/ (merged) and OUT_DIR/final-adapter/ (peft).
@@ -26,7 +29,7 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 from cptkit import checkpoint  # noqa: E402
 from cptkit.config import DistributedConfig  # noqa: E402
 from cptkit.distributed import setup  # noqa: E402
-from cptkit.peft.adapters import apply_peft, base_lm, peft_param_groups  # noqa: E402
+from cptkit.peft.adapters import apply_peft, base_lm, keep_frozen_in, peft_param_groups  # noqa: E402
 from cptkit.peft.config import PeftConfig  # noqa: E402
 from cptkit.peft.export import merged_state_dict, save_adapter  # noqa: E402
 from cptkit.peft.reference import FrozenBase  # noqa: E402
@@ -55,18 +58,22 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--save-at", type=int, default=2)
     ap.add_argument("--resume", default=None)
+    ap.add_argument("--bfloat16", action="store_true")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)  # the adapters' random initialisation: the same in every process
-    dist = setup("float32", cpu=True)
+    dtype = "bfloat16" if args.bfloat16 else "float32"
+    dist = setup(dtype, cpu=True)
     peft_model = apply_peft(AutoModelForCausalLM.from_pretrained(args.base), PeftConfig(method="lora", r=4, dropout=0.0))
     vocab = base_lm(peft_model).config.vocab_size
+    if args.bfloat16:
+        keep_frozen_in(peft_model, torch.bfloat16)
     reference = FrozenBase(peft_model)  # before any update: the starting embeddings and output layer
     module, optimizer = dist.wrap(
         CausalLMLoss(base_lm(peft_model), 8),
         lambda m: torch.optim.AdamW(peft_param_groups(m, 0.01, 0.5), lr=1e-2, foreach=True),
-        DistributedConfig(strategy=args.strategy), "float32")
+        DistributedConfig(strategy=args.strategy), dtype)
     for group in optimizer.param_groups:
         group["lr"] = 1e-2 * group["lr_scale"]
     start, losses = 0, {}
@@ -82,8 +89,9 @@ def main() -> None:
         for i in range(0, len(ids), MICRO):
             last = i + MICRO >= len(ids)
             with dist.gradient_sync(module, sync=last):
-                loss_sum, _, _ = module(input_ids=ids[i : i + MICRO], position_ids=positions[i : i + MICRO],
-                                        labels=labels[i : i + MICRO])
+                with dist.accelerator.autocast():
+                    loss_sum, _, _ = module(input_ids=ids[i : i + MICRO], position_ids=positions[i : i + MICRO],
+                                            labels=labels[i : i + MICRO])
                 dist.accelerator.backward(loss_sum * scale)
             total += loss_sum.detach().double()
         dist.clip_grad_norm(module, 1.0)
@@ -98,8 +106,9 @@ def main() -> None:
     # The KL reference after training, on whole weights (gathered under FSDP), both loss paths.
     ids, positions, _ = step_rows(0, vocab)
     inputs = {"input_ids": ids[:2], "position_ids": positions[:2], "use_cache": False}
-    logits = dist.call_gathered(module, lambda lm: reference(**inputs).logits)
-    hidden = dist.call_gathered(module, lambda lm: reference.decoder(**inputs).last_hidden_state)
+    with dist.accelerator.autocast():
+        logits = dist.call_gathered(module, lambda lm: reference(**inputs).logits).float()
+        hidden = dist.call_gathered(module, lambda lm: reference.decoder(**inputs).last_hidden_state).float()
     weights, _ = dist.full_state(module)
     merged = merged_state_dict(peft_model, weights) if dist.is_main else {}
     if dist.is_main:
@@ -108,7 +117,7 @@ def main() -> None:
         save_adapter(peft_model, out / "final-adapter", weights, torch.float32, base_model_name_or_path=args.base)
         (out / "losses.json").write_text(json.dumps(losses))
         head = reference.get_output_embeddings()
-        save_file({"logits": logits.contiguous(), "hidden_logits": (hidden @ head.weight.T).contiguous()},
+        save_file({"logits": logits.contiguous(), "hidden_logits": (hidden @ head.weight.float().T).contiguous()},
                   str(out / "reference.safetensors"))
     dist.barrier()
 

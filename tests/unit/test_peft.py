@@ -24,6 +24,7 @@ from cptkit.modeling import prepare_for_training
 from cptkit.peft.adapters import (
     apply_peft,
     base_lm,
+    keep_frozen_in,
     method_summary,
     peft_param_groups,
     resolve_targets,
@@ -221,6 +222,36 @@ def test_full_trained_matrices_share_the_embedding_learning_rate():
     adapters = [g for g in groups if g["lr_scale"] == 1.0]
     assert len(adapters) == 1 and adapters[0]["weight_decay"] == 0.01
     assert len(adapters[0]["params"]) == 2 * 7 * 2  # A and B of 7 layers in 2 decoder layers
+
+
+def saved_for_backward(lm, b) -> int:
+    """Bytes autograd keeps for backward in one bfloat16-autocast forward (the parameters not counted)."""
+    params, seen = {p.data_ptr() for p in lm.parameters()}, {}
+
+    def pack(t):
+        if t.data_ptr() not in params:
+            seen[(t.data_ptr(), t.dtype, tuple(t.shape))] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+        chunked_loss(lm, b, chunk=5)
+    return sum(seen.values())
+
+
+def test_frozen_weights_in_bfloat16_give_the_same_autocast_forward_and_keep_no_cast_copies():
+    peft_model = apply_peft(build("llama"), lora())
+    lm = base_lm(peft_model).train()
+    b = batch(8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        before = logits(lm, b)
+    kept_before = saved_for_backward(lm, b)
+    count = keep_frozen_in(peft_model, torch.bfloat16)
+    assert count == 2 * (2 * H * H + 2 * H * 16 + 3 * H * 64)  # every frozen linear weight of both layers
+    assert all(p.dtype == torch.float32 for n, p in lm.named_parameters() if p.requires_grad or "norm" in n)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(logits(lm, b), before)
+    # A float32 frozen weight is cast at every forward and the copy kept until backward: 2 bytes each.
+    assert kept_before - saved_for_backward(lm, b) == 2 * count
 
 
 # -- the loss through the adapted model --------------------------------------------------------
