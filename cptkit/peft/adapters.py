@@ -41,29 +41,38 @@ def base_lm(peft_model) -> torch.nn.Module:
 
 
 def _linear_types() -> tuple[type, ...]:
-    from transformers.pytorch_utils import (
-        Conv1D,  # GPT-2's linear layers (weights stored transposed)
-    )
+    # Conv1D: GPT-2's linear layers (weights stored transposed).
+    from transformers.pytorch_utils import Conv1D
 
     return (torch.nn.Linear, Conv1D)
 
 
-def decoder_stack(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
+def find_stack(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList] | None:
     """(dotted name, module list) of the model's decoder layers (its `_no_split_modules` blocks)."""
     layers = decoder_layers(model)
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and layers and list(module) == layers:
             return name, module
-    raise UserError(
-        f"train.peft.target_modules: cannot find the decoder layers of {type(model).__name__} (it names no "
-        "_no_split_modules block class); give train.peft.target_modules explicitly"
-    )
+    return None
+
+
+def decoder_stack(model: torch.nn.Module, key: str = "train.peft.target_modules") -> tuple[str, torch.nn.ModuleList]:
+    """`find_stack`, or a UserError naming `key` (what needs the layers)."""
+    found = find_stack(model)
+    if found is None:
+        raise UserError(f"{key}: cannot find the decoder layers of {type(model).__name__} (it names no "
+                        "_no_split_modules block class)" + ("; give train.peft.target_modules explicitly"
+                                                           if key == "train.peft.target_modules" else ""))
+    return found
 
 
 def resolve_targets(model: torch.nn.Module, names: list[str] | None) -> list[str]:
     """Leaf names of the layers that get adapters: every linear layer inside the decoder layers
     by default, in order of appearance; or `names`, checked against the model."""
-    _, stack = decoder_stack(model)
+    if names is None:
+        _, stack = decoder_stack(model)
+    else:  # the stack only lists what there is, for the messages
+        _, stack = find_stack(model) or ("", torch.nn.ModuleList())
     found: dict[str, None] = {}
     for module_name, module in stack.named_modules():
         if isinstance(module, _linear_types()) and "." in module_name:
@@ -91,14 +100,14 @@ def lora_config(model: torch.nn.Module, cfg: PeftConfig, freeze_layers: int = 0)
     """peft's LoraConfig for `cfg`; `freeze_layers` (train.freeze_layers) leaves the first layers without adapters."""
     from peft import LoraConfig
 
-    stack_name, stack = decoder_stack(model)
-    if freeze_layers > len(stack):
-        raise UserError(f"train.freeze_layers: {freeze_layers} exceeds the model's {len(stack)} layers")
     targets = resolve_targets(model, cfg.target_modules)
-    layers = None
+    layers, stack_name = None, ""
     if freeze_layers:
+        stack_name, stack = decoder_stack(model, "train.freeze_layers")
+        if freeze_layers > len(stack):
+            raise UserError(f"train.freeze_layers: {freeze_layers} exceeds the model's {len(stack)} layers")
         layers = list(range(freeze_layers, len(stack)))
-    conv1d = any(type(m).__name__ == "Conv1D" for m in stack.modules())
+    conv1d = any(type(m).__name__ == "Conv1D" for m in model.modules())
     return LoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,
@@ -159,7 +168,7 @@ def keep_frozen_in(peft_model, dtype: torch.dtype) -> int:
     forward is bit-identical (autocast rounds them the same way). Norms, embeddings, output layer
     and adapters stay float32. Lossless for checkpoints stored in bfloat16, as most are.
     """
-    _, stack = decoder_stack(base_lm(peft_model))
+    _, stack = decoder_stack(base_lm(peft_model), "train.peft")
     count = 0
     for module in stack.modules():
         if isinstance(module, _linear_types()):

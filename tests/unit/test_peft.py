@@ -469,3 +469,30 @@ def test_qlora_adapters_over_4bit_weights_merge_into_a_plain_folder(bases, tmp_p
     assert (logits(plain, b) - logits(lm, b)).abs().max() < 5e-2
     base = logits(load(tmp_path / "base"), b)
     assert (logits(plain, b) - base).abs().max() > 0.1  # and carries the training
+
+
+# -- start-up checks, step 0 and probes on the adapted model -----------------------------------
+
+
+def test_adapted_model_at_step_0_is_the_base_model_for_checks_evaluation_and_probes(tiny_model):
+    import contextlib
+
+    from transformers import AutoTokenizer
+
+    from cptkit.evaluation.probes import ProbeSet, load_probe_set, score_probe_sets
+    from cptkit.train.losses import check_chunked_head
+    from cptkit.train.setup import check_document_masking
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    base = load(tiny_model).eval()
+    lm = base_lm(apply_peft(load(tiny_model), lora()))
+    cpu = torch.device("cpu")
+    assert check_chunked_head(lm, cpu)  # the fused loss applies to the adapted model
+    check_document_masking(lm, cpu)  # attention still stops at document boundaries (raises if not)
+    ids = torch.randint(0, tok.vocab_size, (2, 20), generator=torch.Generator().manual_seed(0))
+    b = {"input_ids": ids, "position_ids": torch.arange(20).repeat(2, 1)}
+    assert torch.equal(logits(lm, b), logits(base, b))  # B = 0: step 0 evaluates the base model exactly
+    probes = [ProbeSet("g", "x", load_probe_set("general", "builtin:general").probes[:6])]
+    ours = score_probe_sets(lm, tok, probes, cpu, contextlib.nullcontext, chunk=7, new_tokens=6)
+    theirs = score_probe_sets(base, tok, probes, cpu, contextlib.nullcontext, chunk=7, new_tokens=6)
+    assert ours == theirs  # log-likelihoods, greedy continuations (generate with a cache), choices
