@@ -207,3 +207,23 @@ def describe(estimates: list[MemoryEstimate]) -> list[str]:
                      f"{_size(e.optimizer):>10} {_size(e.activations):>12} {_size(e.casts):>10} {_size(e.reference):>10} "
                      f"{_size(e.total):>10}")
     return lines
+
+
+def estimates_for(cfg, hf_config, frozen_bytes: int = 4) -> list[MemoryEstimate]:
+    """The configured method's estimate, then full training's (cfg: cptkit.config.Config with
+    `train.peft`), for one micro batch of `train.micro_batch_size` x `data.seq_len`, in `model.dtype`."""
+    from cptkit.peft.config import peft_of
+
+    t, pc = cfg.train, peft_of(cfg)
+    kl = cfg.regularizer.reference_dtype if cfg.regularizer.kind == "kl" else None
+    common = {"micro_batch": t.micro_batch_size, "seq_len": cfg.data.seq_len, "dtype": cfg.model.dtype,
+              "gradient_checkpointing": t.gradient_checkpointing, "loss_chunk_tokens": t.loss_chunk_tokens,
+              "kl_reference_dtype": kl}
+    shapes = model_shapes(hf_config)
+    full = memory_estimate(shapes, "full", **common)
+    if not pc.active:
+        return [full]
+    mine = memory_estimate(shapes, pc.method, pc.r, pc.target_modules, train_embeddings=pc.train_embeddings,
+                           train_lm_head=pc.train_lm_head, freeze_layers=t.freeze_layers, dropout=pc.dropout,
+                           double_quant=pc.double_quant, frozen_bytes=frozen_bytes, **common)
+    return [mine, full]

@@ -97,3 +97,21 @@ def test_a_7b_llama_in_round_numbers():
     lora_bf16 = memory_estimate(s, "lora", r=16, micro_batch=1, seq_len=2048, frozen_bytes=2)
     assert lora_bf16.weights / 2**30 == pytest.approx(13.19, abs=0.01)  # frozen weights kept in bfloat16
     assert lora_bf16.total / 2**30 == pytest.approx(27.49, abs=0.01)
+
+
+def test_plan_estimates_follow_the_run_config():
+    from cptkit.config import load_config
+
+    cfg = load_config(None, raw={"model": {"name_or_path": "x/y", "dtype": "bfloat16"},
+                                 "data": {"seq_len": 8, "domain": {"paths": ["a"]}},
+                                 "train": {"micro_batch_size": 2, "global_batch_tokens": 16, "freeze_layers": 1},
+                                 "regularizer": {"kind": "kl", "reference_dtype": "bfloat16"}, "output_dir": "o"},
+                      check_paths=False)
+    from cptkit.peft.memory import estimates_for
+
+    (full,) = estimates_for(cfg, SMALL)  # no train.peft yet: full training only
+    assert full == memory_estimate(model_shapes(SMALL), "full", micro_batch=2, seq_len=8, kl_reference_dtype="bfloat16")
+    cfg.train.peft = PeftConfig(method="lora", r=2, train_embeddings=False, train_lm_head=False)
+    mine, again = estimates_for(cfg, SMALL)
+    assert again == full and mine.method == "lora"
+    assert mine.trainable_params == 512 and mine.reference == 0  # layer 2's adapters; nothing full to copy
