@@ -21,9 +21,10 @@ function of them. Assumptions, following how cptkit trains:
   loss's hidden states and their gradient (2 x hidden per token) and one chunk of float32
   logits and its gradient (2 x chunk x vocabulary; 3 x T x vocabulary with loss_chunk_tokens 0).
 - casts: under autocast (bfloat16 / float16), the forward casts every float32 linear weight to
-  the compute dtype and the copy is kept until backward: 2 bytes per decoder linear weight
-  stored in float32 (the adapters included; none for weights stored in the compute dtype,
-  `frozen_bytes` 2, nor for QLoRA's 4-bit weights, dequantized one layer at a time).
+  the compute dtype: 2 bytes per decoder linear weight stored in float32. Trainable weights'
+  casts (full training, adapters) stay in autocast's cache through the forward; frozen ones'
+  are kept for backward, or with gradient checkpointing one layer's at a time. None for weights
+  stored in the compute dtype (`frozen_bytes` 2) nor for QLoRA's 4-bit weights.
 - reference (KL to the base model): a whole second model in `kl_reference_dtype` for full
   training; under an adapter method only the original embeddings (and an untied output
   layer) when they train in full (`reference.FrozenBase`).
@@ -163,8 +164,13 @@ def memory_estimate(
     casts = 0
     if dtype != "float32":
         linear_params = shapes.layers * sum(lin.fan_in * lin.fan_out for lin in shapes.linears)
-        float32_linears = linear_params if method == "full" or (method == "lora" and frozen_bytes == 4) else 0
-        casts = 2 * (float32_linears + adapter_params)
+        # Casts of trainable weights stay in autocast's cache for the whole forward; casts of
+        # frozen ones are saved for backward, or (recomputation) live for one layer at a time.
+        trainable_linears = linear_params if method == "full" else adapter_params
+        frozen_linears = linear_params if method == "lora" and frozen_bytes == 4 else 0
+        if gradient_checkpointing:
+            frozen_linears //= shapes.layers
+        casts = 2 * (trainable_linears + frozen_linears)
     reference = 0
     if kl_reference_dtype is not None:
         ref_bytes = DTYPE_BYTES[kl_reference_dtype]

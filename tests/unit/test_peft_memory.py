@@ -69,6 +69,7 @@ def test_exact_bytes_for_full_lora_and_qlora():
     # autocast's bfloat16 copies of float32 linear weights (4,608 in the layers), kept for backward
     assert (full.casts, lora.casts, qlora.casts) == (2 * 4608, 2 * (4608 + 1024), 2 * 1024)
     assert memory_estimate(s, "lora", r=2, frozen_bytes=2, **common).casts == 2 * 1024
+    assert recompute.casts == 2 * (4608 // 2 + 1024)  # one layer's frozen weights at a time, all adapters
     assert memory_estimate(s, "lora", r=2, micro_batch=2, seq_len=8, dtype="float32").casts == 0
     assert full.total == 31552 + 31552 + 63104 + 33280 + 9216
     assert memory_estimate(s, "full", kl_reference_dtype="bfloat16", **common).reference == 2 * 7888
