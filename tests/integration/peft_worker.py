@@ -89,13 +89,13 @@ def main() -> None:
         for i in range(0, len(ids), MICRO):
             last = i + MICRO >= len(ids)
             with dist.gradient_sync(module, sync=last):
-                with dist.accelerator.autocast():
+                with dist.autocast():
                     loss_sum, _, _ = module(input_ids=ids[i : i + MICRO], position_ids=positions[i : i + MICRO],
                                             labels=labels[i : i + MICRO])
-                dist.accelerator.backward(loss_sum * scale)
+                dist.precision.backward(loss_sum * scale)
             total += loss_sum.detach().double()
-        dist.clip_grad_norm(module, 1.0)
-        optimizer.step()
+        dist.clip_grad_norm(module, optimizer, 1.0)
+        dist.optimizer_step(optimizer, apply=True)
         optimizer.zero_grad(set_to_none=True)
         losses[step + 1] = float(dist.all_reduce_sum(total)) / global_targets
         if step + 1 == args.save_at:
@@ -106,7 +106,7 @@ def main() -> None:
     # The KL reference after training, on whole weights (gathered under FSDP), both loss paths.
     ids, positions, _ = step_rows(0, vocab)
     inputs = {"input_ids": ids[:2], "position_ids": positions[:2], "use_cache": False}
-    with dist.accelerator.autocast():
+    with dist.autocast():
         logits = dist.call_gathered(module, lambda lm: reference(**inputs).logits).float()
         hidden = dist.call_gathered(module, lambda lm: reference.decoder(**inputs).last_hidden_state).float()
     weights, _ = dist.full_state(module)
