@@ -23,6 +23,7 @@ peft has changed in place. Why those two choices:
 from __future__ import annotations
 
 import logging
+import warnings
 
 import torch
 
@@ -144,7 +145,10 @@ def apply_peft(model: torch.nn.Module, cfg: PeftConfig, freeze_layers: int = 0):
         raise UserError(f"train.peft.train_lm_head: {type(model).__name__} has no output layer to train")
     config = lora_config(model, cfg, freeze_layers)
     try:
-        peft_model = get_peft_model(model, config, adapter_name=ADAPTER)
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated `is_gradient_checkpointing`; nothing for a user to do.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            peft_model = get_peft_model(model, config, adapter_name=ADAPTER)
     except ValueError as exc:  # e.g. every layer excluded by train.freeze_layers
         raise UserError(f"train.peft: peft could not add adapters to {type(model).__name__} "
                         f"({str(exc).strip().splitlines()[0][:300]})") from None
@@ -153,9 +157,10 @@ def apply_peft(model: torch.nn.Module, cfg: PeftConfig, freeze_layers: int = 0):
     if cfg.train_lm_head:
         head.requires_grad_(True)
     counts = trainable_counts(model)
-    log.info("train.peft %s: r %d on %s; training %s of %s parameters (%.2f%%)", cfg.method, cfg.r,
-             ", ".join(sorted(config.target_modules)), f"{counts['trainable']:,}", f"{counts['total']:,}",
-             100 * counts["trainable"] / max(counts["total"], 1))
+    base = counts["total"] - counts["adapter"]
+    log.info("train.peft %s: r %d on %s; training %s parameters (%s in adapters), %.2f%% of the model's %s",
+             cfg.method, cfg.r, ", ".join(sorted(config.target_modules)), f"{counts['trainable']:,}",
+             f"{counts['adapter']:,}", 100 * counts["trainable"] / max(base, 1), f"{base:,}")
     return peft_model
 
 
@@ -191,14 +196,21 @@ def trainable_counts(model: torch.nn.Module) -> dict[str, int]:
 
 
 def method_summary(model: torch.nn.Module, cfg: PeftConfig) -> dict:
-    """What summary.json and the report state about the training method (any method)."""
+    """What summary.json and the report state about the training method (any method): `method`
+    (full, lora, qlora), `trainable_parameters`, `total_parameters` (the model's own, adapters not
+    counted, so the share reads as in the memory estimate), and under an adapter method `peft` with
+    the rank, scale, adapted layers and how the trainable count splits."""
     counts = trainable_counts(model)
     out = {"method": cfg.method if cfg.active else "full", "trainable_parameters": counts["trainable"],
-           "total_parameters": counts["total"]}
+           "total_parameters": counts["total"] - counts["adapter"], "peft": None}
     if cfg.active:
-        out.update(r=cfg.r, alpha=cfg.alpha, rslora=cfg.rslora, adapter_parameters=counts["adapter"],
-                   full_parameters=counts["full"], train_embeddings=cfg.train_embeddings,
-                   train_lm_head=cfg.train_lm_head)
+        from peft.tuners.lora import LoraLayer
+
+        adapted = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, LoraLayer)}
+        out["peft"] = {"r": cfg.r, "alpha": cfg.alpha, "rslora": cfg.rslora, "dropout": cfg.dropout,
+                       "target_modules": sorted(adapted), "adapter_parameters": counts["adapter"],
+                       "full_parameters": counts["full"], "train_embeddings": cfg.train_embeddings,
+                       "train_lm_head": cfg.train_lm_head}
     return out
 
 

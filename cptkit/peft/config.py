@@ -61,6 +61,30 @@ class PeftConfig:
         return self.method != "none"
 
 
+# Under an adapter method the base learning rate is the adapters' (5e-5 in Unsloth's recipe, several
+# times a full fine-tune's); the matrices trained in full follow 2-10x more slowly (their 1e-5).
+LORA_EMBEDDING_LR_SCALE = 0.2
+
+
+def default_embedding_lr_scale(train) -> float:
+    """train.embedding_lr_scale when the config leaves it unset (train: TrainConfig).
+
+    1 for full training. 0.2 under an adapter method when a matrix trains in full: the recipe's
+    embedding learning rate a fifth of the adapters'. 1 when neither does (it would scale nothing).
+    """
+    pc = getattr(train, "peft", None) or PeftConfig()
+    if pc.active and (pc.train_embeddings or pc.train_lm_head):
+        return LORA_EMBEDDING_LR_SCALE
+    return 1.0
+
+
+def fill_defaults(cfg) -> None:
+    """The context defaults of the train.peft keys, filled in by `cptkit.config.normalise` so that
+    the resolved config.yaml shows the value used."""
+    if cfg.train.embedding_lr_scale is None:
+        cfg.train.embedding_lr_scale = default_embedding_lr_scale(cfg.train)
+
+
 def peft_of(cfg) -> PeftConfig:
     """`cfg.train.peft`, or the default (full training) while the config has no such section."""
     return getattr(cfg.train, "peft", None) or PeftConfig()
@@ -93,12 +117,30 @@ def check_peft(cfg, peft: PeftConfig | None = None, check_machine: bool = True) 
     if t.freeze_lm_head and pc.train_lm_head:
         p.append("train.freeze_lm_head and train.peft.train_lm_head: both set; to keep the output layer "
                  "frozen under an adapter method, set train.peft.train_lm_head: false")
-    if t.embedding_lr_scale != 1.0 and not (pc.train_embeddings or pc.train_lm_head):
+    if t.embedding_lr_scale not in (None, 1.0) and not (pc.train_embeddings or pc.train_lm_head):
         p.append("train.embedding_lr_scale: no matrix trains in full (train.peft.train_embeddings and "
                  "train_lm_head are false), so it scales nothing; leave it at 1")
     if pc.method == "qlora":
         p += _check_qlora(cfg, check_machine)
     return p
+
+
+def machine_problems(cfg) -> list[str]:
+    """What this machine lacks for the configured method (qlora: CUDA, bitsandbytes). `cptkit train`
+    checks it before preparing any data; `cptkit plan` does not, so a GPU config plans anywhere."""
+    return _qlora_machine() if peft_of(cfg).method == "qlora" else []
+
+
+def _qlora_machine() -> list[str]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return ["train.peft.method: qlora keeps the base weights in 4 bits with bitsandbytes kernels, which "
+                "need a CUDA GPU, and none is visible here; use method lora (the same adapters over "
+                "full-precision base weights)"]
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return ["train.peft.method: qlora needs the bitsandbytes package: pip install 'cptkit[qlora]'"]
+    return []
 
 
 def _check_qlora(cfg, check_machine: bool) -> list[str]:
@@ -109,17 +151,7 @@ def _check_qlora(cfg, check_machine: bool) -> list[str]:
     if cfg.regularizer.kind == "ewc":
         p.append("train.peft.method qlora with regularizer.kind ewc: the Fisher needs gradients of the base "
                  "weights, which are 4-bit and have none; use regularizer.kind l2sp or kl")
-    if not check_machine:
-        return p
-    import torch
-
-    if not torch.cuda.is_available():
-        p.append("train.peft.method: qlora keeps the base weights in 4 bits with bitsandbytes kernels, which "
-                 "need a CUDA GPU, and none is visible here; use method lora (the same adapters over "
-                 "full-precision base weights)")
-    elif importlib.util.find_spec("bitsandbytes") is None:
-        p.append("train.peft.method: qlora needs the bitsandbytes package: pip install 'cptkit[qlora]'")
-    return p
+    return p + (_qlora_machine() if check_machine else [])
 
 
 def _unused(pc: PeftConfig, keys: tuple[str, ...], needs: str, method: str) -> list[str]:

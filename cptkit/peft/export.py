@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from cptkit.checkpoint import _commit, _written_whole
+from cptkit.checkpoint import commit_folder, export_model, written_whole
+from cptkit.faults import crash_point
 from cptkit.peft.adapters import ADAPTER, base_lm
 
 PEFT_PREFIX = "base_model.model."  # PeftModel's state-dict names: this + the Hugging Face model's own
@@ -103,11 +104,35 @@ def save_adapter(peft_model, folder: Path, weights: dict[str, torch.Tensor] | No
     if base_model_name_or_path is not None:
         config.base_model_name_or_path = base_model_name_or_path
     tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
-    with _written_whole(tmp, folder):
+    with written_whole(tmp, folder):
         # save_embedding_layers: the embeddings and output layer trained in full go into the
         # adapter file under their base-model names; PeftModel.from_pretrained loads them back.
         peft_model.save_pretrained(str(tmp), state_dict=state, save_embedding_layers=full_trained,
                                    safe_serialization=True)
+        crash_point(f"export:{folder.name}")
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        _commit(tmp, folder, point=f"export:{folder.name}")
+        commit_folder(tmp, folder, point=f"export:{folder.name}")
+
+
+def export_adapted(peft_model, tokenizer, folder: Path, dtype: torch.dtype, weights: dict[str, torch.Tensor],
+                   base_model_name_or_path: str) -> None:
+    """What an adapter run exports as `folder` (RUN_DIR/best, RUN_DIR/final): the merged plain model
+    folder, then the adapter folder beside it (best-adapter, final-adapter), both in `dtype`.
+
+    `weights`: the whole state dict, frozen base included (`Dist.full_state`). A 4-bit base is
+    dequantized into the merged folder, written from a plain skeleton of the same architecture.
+    """
+    from cptkit.peft.quantized import is_4bit, plain_skeleton
+
+    folder = Path(folder)
+    lm = base_lm(peft_model)
+    merged = merged_state_dict(peft_model, weights)
+    plain = plain_skeleton(lm) if any(is_4bit(m) for m in lm.modules()) else lm
+    export_model(plain, tokenizer, folder, dtype, merged)
+    save_adapter(peft_model, adapter_folder(folder), weights, dtype, base_model_name_or_path, tokenizer)
+
+
+def adapter_folder(folder: Path) -> Path:
+    """RUN_DIR/best -> RUN_DIR/best-adapter."""
+    return Path(folder).with_name(Path(folder).name + "-adapter")

@@ -215,12 +215,17 @@ def describe(estimates: list[MemoryEstimate]) -> list[str]:
     return lines
 
 
-def estimates_for(cfg, hf_config, frozen_bytes: int = 4) -> list[MemoryEstimate]:
+def estimates_for(cfg, hf_config, frozen_bytes: int | None = None) -> list[MemoryEstimate]:
     """The configured method's estimate, then full training's (cfg: cptkit.config.Config with
-    `train.peft`), for one micro batch of `train.micro_batch_size` x `data.seq_len`, in `model.dtype`."""
+    `train.peft`), for one micro batch of `train.micro_batch_size` x `data.seq_len`, in `model.dtype`.
+
+    `frozen_bytes` defaults to how `cptkit train` stores frozen weights: in the compute dtype under
+    LoRA with bfloat16 / float16 autocast (`peft.training.store_frozen_low`), else float32."""
     from cptkit.peft.config import peft_of
 
     t, pc = cfg.train, peft_of(cfg)
+    if frozen_bytes is None:
+        frozen_bytes = DTYPE_BYTES[cfg.model.dtype] if pc.method == "lora" else 4
     kl = cfg.regularizer.reference_dtype if cfg.regularizer.kind == "kl" else None
     common = {"micro_batch": t.micro_batch_size, "seq_len": cfg.data.seq_len, "dtype": cfg.model.dtype,
               "gradient_checkpointing": t.gradient_checkpointing, "loss_chunk_tokens": t.loss_chunk_tokens,
@@ -233,3 +238,27 @@ def estimates_for(cfg, hf_config, frozen_bytes: int = 4) -> list[MemoryEstimate]
                            train_lm_head=pc.train_lm_head, freeze_layers=t.freeze_layers, dropout=pc.dropout,
                            double_quant=pc.double_quant, frozen_bytes=frozen_bytes, **common)
     return [mine, full]
+
+
+def plan_section(cfg) -> list[str]:
+    """`cptkit plan`'s lines on the training method: trainable parameters and the estimated memory of
+    one process (weights, gradients, optimizer states, one micro batch's activations), the configured
+    method beside full training. The model's shapes come from its config.json (no weights are read)."""
+    from transformers import AutoConfig
+
+    from cptkit.errors import UserError
+    from cptkit.peft.config import peft_of
+
+    pc = peft_of(cfg)
+    try:
+        hf_config = AutoConfig.from_pretrained(cfg.model.name_or_path, revision=cfg.model.revision,
+                                               trust_remote_code=cfg.model.trust_remote_code)
+        estimates = estimates_for(cfg, hf_config)
+    except (OSError, ValueError, KeyError, UserError) as exc:  # no config.json here (a hub id offline), no layers
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        return [f"memory           not estimated: cannot read the model's shapes ({reason})"]
+    what = "full training" if not pc.active else f"{pc.method} r {pc.r} beside full training"
+    lines = [f"memory           estimate per process for one micro batch of {cfg.train.micro_batch_size} x "
+             f"{cfg.data.seq_len} tokens in {cfg.model.dtype}, {what} (before FSDP sharding):"]
+    lines += ["  " + line for line in describe(estimates)]
+    return lines

@@ -37,9 +37,14 @@ def _name_of(root: torch.nn.Module, target: torch.nn.Module) -> str | None:
 class FrozenBase(torch.nn.Module):
     base_model_prefix = "decoder"
 
-    def __init__(self, peft_model, dtype: torch.dtype = torch.float32):
+    def __init__(self, peft_model, dtype: torch.dtype = torch.float32, own_head: bool = False):
+        """`own_head`: keep a copy of the output layer even when it is frozen (under FSDP the live
+        one is a shard outside the model's forward, and the loss reads the reference's head there)."""
         super().__init__()
         self._held = [peft_model]  # a list, so the training model is not registered as a submodule
+        # How a forward of the training model's modules is run: directly, or (FSDP, set by
+        # `training.bind_reference`) inside the wrapped model with its weights gathered.
+        self.runner = lambda fn: fn()
         lm = base_lm(peft_model)
         embed, head = lm.get_input_embeddings(), lm.get_output_embeddings()
         self.tied = head is not None and head.weight is embed.weight
@@ -50,9 +55,10 @@ class FrozenBase(torch.nn.Module):
         # originals), as non-persistent buffers: `.to(device)` moves them, state_dict leaves them out.
         # A tied output layer's original is the embeddings' copy: one matrix, kept once.
         self.register_buffer("embed_weight", self._copy(embed.weight, dtype) if trained_embed else None, False)
-        untied_head = trained_head and not self.tied
-        self.register_buffer("head_own_weight", self._copy(head.weight, dtype) if untied_head else None, False)
-        bias = head.bias if trained_head and head.bias is not None else None
+        keep_head = head is not None and (trained_head or own_head)
+        own = keep_head and not (self.tied and trained_embed)
+        self.register_buffer("head_own_weight", self._copy(head.weight, dtype) if own else None, False)
+        bias = head.bias if keep_head and head.bias is not None else None
         self.register_buffer("head_bias", self._copy(bias, dtype) if bias is not None else None, False)
         self._head_name = _name_of(lm, head) if head is not None else None
 
@@ -67,7 +73,9 @@ class FrozenBase(torch.nn.Module):
     @property
     def head_weight(self) -> torch.Tensor | None:
         """The output layer's original weight, or None when the live one is the original."""
-        return self.embed_weight if self.tied else self.head_own_weight
+        if self.head_own_weight is not None:
+            return self.head_own_weight
+        return self.embed_weight if self.tied else None
 
     def extra_bytes(self) -> int:
         """Memory the original matrices take (what this reference costs)."""
@@ -78,7 +86,7 @@ class FrozenBase(torch.nn.Module):
         out = {}
         if self.embed_weight is not None:
             out[self._embed_name] = self.embed_weight
-        if self.head_own_weight is not None:
+        if self.head_own_weight is not None and not self.tied:
             out[f"{self._head_name}.weight"] = self.head_own_weight
         if self.head_bias is not None:
             out[f"{self._head_name}.bias"] = self.head_bias
@@ -98,10 +106,13 @@ class FrozenBase(torch.nn.Module):
 
     def forward(self, input_ids, position_ids=None, use_cache=False, **kwargs):
         """The starting model's own forward (its full logits: `.logits`)."""
-        with self.base_mode():
-            return functional_call(self.lm, self.originals(), args=(),
-                                   kwargs={"input_ids": input_ids, "position_ids": position_ids,
-                                           "use_cache": use_cache, **kwargs}, tie_weights=True)
+        def run():
+            with self.base_mode():
+                return functional_call(self.lm, self.originals(), args=(),
+                                       kwargs={"input_ids": input_ids, "position_ids": position_ids,
+                                               "use_cache": use_cache, **kwargs}, tie_weights=True)
+
+        return self.runner(run)
 
     def hidden(self, input_ids, position_ids=None, use_cache=False, **kwargs):
         """The starting decoder's output (`.last_hidden_state`), for the chunked loss."""
@@ -110,9 +121,12 @@ class FrozenBase(torch.nn.Module):
         swap = {}
         if self.embed_weight is not None:
             swap[self._embed_name.removeprefix(lm.base_model_prefix + ".")] = self.embed_weight
-        with self.base_mode():
-            return functional_call(decoder, swap, args=(), kwargs={
-                "input_ids": input_ids, "position_ids": position_ids, "use_cache": use_cache, **kwargs})
+        def run():
+            with self.base_mode():
+                return functional_call(decoder, swap, args=(), kwargs={
+                    "input_ids": input_ids, "position_ids": position_ids, "use_cache": use_cache, **kwargs})
+
+        return self.runner(run)
 
     @property
     def decoder(self) -> torch.nn.Module:

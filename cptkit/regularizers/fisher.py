@@ -83,10 +83,15 @@ def _sequence_backward(lm, batch: dict, kind: str, gen: torch.Generator, chunk: 
 
 
 def estimate_fisher(lm: torch.nn.Module, windows: list[WindowIndex], tokens: int, kind: str, seed: int,
-                    dist, autocast, chunk: int | None) -> tuple[dict[str, torch.Tensor], dict]:
-    """The per-token diagonal Fisher of every parameter of `lm` (sequences split over processes)."""
+                    dist, autocast, chunk: int | None, trainable_only: bool = False
+                    ) -> tuple[dict[str, torch.Tensor], dict]:
+    """The per-token diagonal Fisher of every parameter of `lm` (sequences split over processes).
+
+    `trainable_only` (adapter runs): of the trainable parameters only. The frozen base never
+    moves, so its Fisher would be unused, and computing it needs a gradient of every base weight.
+    """
     chosen, seen = fisher_sequences(windows, tokens, seed)
-    params = dict(lm.named_parameters())
+    params = {n: p for n, p in lm.named_parameters() if p.requires_grad or not trainable_only}
     was_training, flags = lm.training, {n: p.requires_grad for n, p in params.items()}
     lm.eval()  # no dropout: the Fisher of the model as it predicts
     for p in params.values():

@@ -25,12 +25,14 @@ from cptkit.evaluation.perplexity import EvalSet, build_eval_set
 from cptkit.evaluation.probe_sets import load_probe_sets
 from cptkit.faults import StepFaults
 from cptkit.modeling import count_parameters, load_model, load_tokenizer, prepare_for_training
+from cptkit.peft import training as peft
+from cptkit.peft.adapters import method_summary
+from cptkit.peft.config import peft_of
 from cptkit.planning import make_plan
 from cptkit.regularizers.build import Regularizer, build_regularizer
 from cptkit.train.batches import TrainStream
 from cptkit.train.budget import ForgettingBudget
 from cptkit.train.checks import check_document_masking, chunked_head_is_exact
-from cptkit.train.freezing import apply_freezing
 from cptkit.train.guard import StepGuard
 from cptkit.train.losses import CausalLMLoss
 from cptkit.train.optim import build_optimizer
@@ -73,6 +75,7 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
     run_dir = Path(cfg.output_dir)
     target = resume_target(run_dir, resume)
     probe_sets = load_probe_sets(cfg.eval.probes)  # a malformed probe file stops the run before it starts
+    peft.require_machine(cfg)  # qlora without CUDA: refused before any data is prepared
     dist = setup(cfg.model.dtype, timeout=timedelta(hours=2))
     manifests = prepared_data(cfg, dist)
     plan = make_plan(cfg, manifests, dist.world_size)
@@ -81,20 +84,26 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
         save_config(cfg, run_dir / "config.yaml")
         log.info("run folder %s: %s steps of %s tokens", run_dir, f"{plan.total_steps:,}", f"{plan.tokens_per_step:,}")
     torch.manual_seed(cfg.train.seed)
-    tokenizer, model, chunk = starting_model(cfg)
+    tokenizer, model, chunk, peft_model = starting_model(cfg, dist.device)
+    method = method_summary(model, peft_of(cfg))  # counted before wrapping (FSDP shards)
+    base = peft.base_fingerprint(model) if peft_model is not None else None
     stream = TrainStream(train_windows(cfg, manifests, plan.domain_names + plan.general_names), plan.shares,
                          cfg.train.seed, cfg.train.document_masking)
     # Before the model is wrapped (DDP, FSDP) and before a resume loads its checkpoint: the
     # Fisher and the KL reference are always those of the starting weights.
-    regularizer = regularizer_of(cfg, model, dist, manifests, resuming=target is not None, chunk=chunk)
+    regularizer = regularizer_of(cfg, model, dist, manifests, resuming=target is not None, chunk=chunk,
+                                 peft_model=peft_model)
     module, optimizer = dist.wrap(
         CausalLMLoss(model, chunk), lambda m: build_optimizer(m, cfg.train), cfg.train.distributed, cfg.model.dtype
     )
     # The anchors follow the parameters as wrapped: under FSDP each process holds its shards.
     regularizer.anchor_to(dist.accelerator.unwrap_model(module).lm)
-    # The check calls the model directly, so under FSDP it runs with its weights gathered.
+    peft.bind_reference(regularizer, dist, module)
+    # The check calls the model directly, so under FSDP it runs with its weights gathered; in the
+    # run's precision, as training does (frozen weights may be stored in the compute dtype).
     if cfg.train.document_masking:
-        dist.call_gathered(module, check_document_masking, dist.device)
+        with dist.autocast():
+            dist.call_gathered(module, check_document_masking, dist.device)
     run = Run(
         cfg=cfg, dir=run_dir, dist=dist, plan=plan, model=module, optimizer=optimizer, tokenizer=tokenizer,
         stream=stream, eval_sets=eval_sets(cfg, manifests), probe_sets=probe_sets, regularizer=regularizer,
@@ -102,6 +111,7 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
         budget=ForgettingBudget(cfg.train.forgetting_budget, cfg.train.forgetting_action,
                                 cfg.train.rollback_lr_factor, cfg.train.rollback_replay, cfg.train.max_rollbacks),
         faults=StepFaults(dist.accelerator.unwrap_model(module)),
+        peft_model=peft_model, method=method, base_fingerprint=base,
     )
     if target is not None:
         resume_from(run, target)
@@ -109,13 +119,14 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
     return run
 
 
-def starting_model(cfg: Config) -> tuple[object, torch.nn.Module, int | None]:
-    """(tokenizer, model ready to train, loss chunk size or None for the full-logits loss)."""
+def starting_model(cfg: Config, device: torch.device) -> tuple[object, torch.nn.Module, int | None, object]:
+    """(tokenizer, model ready to train, loss chunk size or None for the full-logits loss, the
+    PeftModel around the model under train.peft or None)."""
     tokenizer = load_tokenizer(cfg.model)
-    model = load_model(cfg.model)
+    model = load_model(cfg.model, **peft.load_options(cfg, device))
     prepare_for_training(model, cfg.train.gradient_checkpointing, cfg.train.compile)
     log.info("model %s: %s parameters", cfg.model.name_or_path, f"{count_parameters(model):,}")
-    apply_freezing(model, cfg.train)
+    peft_model = peft.adapt(model, cfg)  # freezing, or adapters (the model is adapted in place)
     chunk = None
     if cfg.train.loss_chunk_tokens:
         # On the unwrapped model where it was loaded: one 12-token forward, even for a large model.
@@ -123,24 +134,28 @@ def starting_model(cfg: Config) -> tuple[object, torch.nn.Module, int | None]:
             chunk = cfg.train.loss_chunk_tokens
         else:
             log.info("model %s: logits are not a plain linear head; using full logits for the loss", type(model).__name__)
-    return tokenizer, model, chunk
+    peft.store_frozen_low(peft_model, cfg)  # after the float32 check above
+    return tokenizer, model, chunk, peft_model
 
 
 def regularizer_of(cfg: Config, model: torch.nn.Module, dist: Dist, manifests: dict[str, Manifest],
-                   resuming: bool, chunk: int | None) -> Regularizer:
+                   resuming: bool, chunk: int | None, peft_model=None) -> Regularizer:
     general = []
     if cfg.regularizer.kind == "ewc":
         general = [s.name for s in cfg.general_sources]
         model.to(dist.device)  # the Fisher pass runs on the starting weights, unsharded
     windows = list(train_windows(cfg, manifests, general).values())
-    return build_regularizer(cfg, model, dist, Path(cfg.output_dir), windows, resuming=resuming, chunk=chunk)
+    return build_regularizer(cfg, model, dist, Path(cfg.output_dir), windows, resuming=resuming, chunk=chunk,
+                             peft_model=peft_model)
 
 
 def resume_from(run: Run, target: Path) -> None:
     """Model, optimizer, RNG, data position and loop state of the checkpoint `target`."""
     weights, optimizer_state, state = checkpoint.load_state(target)
     _check_same_run(run.cfg, state["run_defining"], target)
-    run.dist.load_full_state(run.model, run.optimizer, weights, optimizer_state, where=str(target))
+    peft.check_same_base(state.get("frozen_base"), run.base_fingerprint, f"--resume {target}")
+    run.dist.load_full_state(run.model, run.optimizer, weights, optimizer_state, where=str(target),
+                             trainable_only=run.trainable_only)
     run.load_state_dict(state)
     if state.get("world_size", 1) != run.dist.world_size:
         log.info("resuming a %d-process state with %d process(es)", state.get("world_size", 1), run.dist.world_size)

@@ -187,11 +187,14 @@ def test_adapters_train_with_the_embeddings_and_output_layer_in_full(kind):
                  "qwen2-tied": 4 * (2 * (H + H) + 2 * (H + 16) + 2 * (H + 64) + (64 + H)),
                  "gpt2": 4 * ((H + 3 * H) + (H + H) + (H + 4 * H) + (4 * H + H))}[kind]
     summary = method_summary(lm, lora())
-    assert summary["adapter_parameters"] == 2 * per_layer
-    assert summary["full_parameters"] == V * H * (2 if kind == "llama" else 1)
-    assert summary["trainable_parameters"] == 2 * per_layer + summary["full_parameters"]
-    assert summary["method"] == "lora" and summary["r"] == 4
-    assert method_summary(build(kind), PeftConfig())["method"] == "full"
+    assert summary["peft"]["adapter_parameters"] == 2 * per_layer
+    assert summary["peft"]["full_parameters"] == V * H * (2 if kind == "llama" else 1)
+    assert summary["trainable_parameters"] == 2 * per_layer + summary["peft"]["full_parameters"]
+    assert summary["method"] == "lora" and summary["peft"]["r"] == 4
+    assert summary["peft"]["target_modules"] == sorted(resolve_targets(build(kind), None))
+    full = method_summary(build(kind), PeftConfig())
+    assert full["method"] == "full" and full["peft"] is None
+    assert full["trainable_parameters"] == full["total_parameters"] == summary["total_parameters"]
 
 
 def test_what_cannot_be_adapted_is_refused_with_the_key():
@@ -479,15 +482,15 @@ def test_adapted_model_at_step_0_is_the_base_model_for_checks_evaluation_and_pro
 
     from transformers import AutoTokenizer
 
-    from cptkit.evaluation.probes import ProbeSet, load_probe_set, score_probe_sets
-    from cptkit.train.losses import check_chunked_head
-    from cptkit.train.setup import check_document_masking
+    from cptkit.evaluation.probe_sets import ProbeSet, load_probe_set
+    from cptkit.evaluation.probes import score_probe_sets
+    from cptkit.train.checks import check_document_masking, chunked_head_is_exact
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     base = load(tiny_model).eval()
     lm = base_lm(apply_peft(load(tiny_model), lora()))
     cpu = torch.device("cpu")
-    assert check_chunked_head(lm, cpu)  # the fused loss applies to the adapted model
+    assert chunked_head_is_exact(lm, cpu)  # the fused loss applies to the adapted model
     check_document_masking(lm, cpu)  # attention still stops at document boundaries (raises if not)
     ids = torch.randint(0, tok.vocab_size, (2, 20), generator=torch.Generator().manual_seed(0))
     b = {"input_ids": ids, "position_ids": torch.arange(20).repeat(2, 1)}
