@@ -173,9 +173,13 @@ class Dist:
         root = self.accelerator.unwrap_model(module)
         options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=trainable_only)
         aliases = tied_aliases(root)
+        # trainable_only: the trainable parameters and nothing else (a 4-bit layer's quantisation
+        # constants are state-dict entries but no parameters, so torch's option keeps them).
+        keep = {n for n, p in root.named_parameters() if p.requires_grad} if trainable_only else None
         weights = {
             k[len(LM):]: v for k, v in get_model_state_dict(root, options=options).items()
             if k.startswith(LM) and k not in aliases  # a tied weight is saved once, under its first name
+            and (keep is None or k in keep)
         }
         optim = None
         if optimizer is not None:

@@ -200,3 +200,33 @@ def test_the_report_line_names_method_rank_targets_and_trainable_share():
     assert _method({"method": "full", "trainable_parameters": 10, "total_parameters": 10, "peft": None}) == (
         "full training: 10 of 10 parameters trained (100.00%)")
     assert _method({}) == "training method not recorded"
+
+
+def test_a_qlora_state_holds_the_trainable_weights_not_the_quantisation_constants(tmp_path):
+    """On bitsandbytes' CPU backend: the 4-bit layers' constants are state-dict entries but no
+    parameters; a trainable-only state leaves them out, and loads back."""
+    pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(tmp_path / "base")
+    cfg = config({"method": "qlora", "r": 2}, dtype="bfloat16")
+    cfg.model.name_or_path = str(tmp_path / "base")
+
+    def fresh():
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / "base", dtype=torch.float32,
+                                                     **training.load_options(cfg, torch.device("cpu")))
+        return training.adapt(model, cfg)
+
+    peft_model = fresh()
+    assert "model.layers.0.mlp.up_proj.base_layer.weight.absmax" in base_lm(peft_model).state_dict()
+    dist = setup("bfloat16", cpu=True)
+    module, optimizer = dist.wrap(CausalLMLoss(base_lm(peft_model), 4), lambda m: build_optimizer(m, cfg.train),
+                                  cfg.train.distributed, "bfloat16")
+    weights, optim = dist.full_state(module, optimizer, trainable_only=True)
+    assert set(weights) == {n for n, p in module.lm.named_parameters() if p.requires_grad}
+    module2, optimizer2 = dist.wrap(CausalLMLoss(base_lm(fresh()), 4), lambda m: build_optimizer(m, cfg.train),
+                                    cfg.train.distributed, "bfloat16")
+    dist.load_full_state(module2, optimizer2, weights, optim, where="x", trainable_only=True)
+    assert training.base_fingerprint(module.lm) == training.base_fingerprint(module2.lm)
