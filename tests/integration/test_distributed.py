@@ -173,3 +173,17 @@ def test_lora_with_kl_to_the_base_under_two_processes_follows_one_process(runs, 
     assert merged_one.keys() == merged_two.keys()
     assert max(float((merged_one[k] - merged_two[k]).abs().max()) for k in merged_one) < WEIGHT_TOL
     assert (two / "final-adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_lora_under_fsdp_in_bfloat16_with_recomputation_follows_one_float32_process(runs):
+    """FSDP2 units holding bfloat16 frozen weights beside float32 adapters and embeddings (LoRA under
+    bfloat16 autocast), gradient checkpointing, KL: within bfloat16 rounding of 1 float32 process."""
+    one = runs.get("lora-one", 1, regularizer=KL, peft=LORA, embedding_lr_scale=1.0)
+    run = runs.get("lora-fsdp-bf16", 2, {"strategy": "fsdp"}, dtype="bfloat16", regularizer=KL, peft=LORA,
+                   embedding_lr_scale=1.0, gradient_checkpointing=True)
+    assert "frozen linear weights stored in bfloat16" in runs.log("lora-fsdp-bf16")
+    mine, ref = read_jsonl(run / "metrics.jsonl"), read_jsonl(one / "metrics.jsonl")
+    assert len(mine) == len(ref) == STEPS and mine[0]["kl"] == 0.0
+    assert all(abs(a["loss"] - b["loss"]) < 1e-2 for a, b in zip(mine, ref))
+    assert mine[-1]["loss"] < mine[0]["loss"] - 0.05
