@@ -126,10 +126,11 @@ def lora_config(model: torch.nn.Module, cfg: PeftConfig, freeze_layers: int = 0)
     )
 
 
-def apply_peft(model: torch.nn.Module, cfg: PeftConfig, freeze_layers: int = 0):
+def apply_peft(model: torch.nn.Module, cfg: PeftConfig, freeze_layers: int = 0, quiet: bool = False):
     """The PeftModel around `model` (changed in place): adapters trainable, base weights frozen
     except the input embeddings and output layer as `cfg` asks. Call it instead of
-    `cptkit.train.freezing.apply_freezing`, before the optimizer is built."""
+    `cptkit.train.freezing.apply_freezing`, before the optimizer is built. `quiet`: no log line
+    (the check on the meta device, `training.check_against_model`)."""
     from peft import get_peft_model
 
     if not cfg.active:
@@ -156,6 +157,8 @@ def apply_peft(model: torch.nn.Module, cfg: PeftConfig, freeze_layers: int = 0):
         embed.requires_grad_(True)
     if cfg.train_lm_head:
         head.requires_grad_(True)
+    if quiet:
+        return peft_model
     counts = trainable_counts(model)
     base = counts["total"] - counts["adapter"]
     log.info("train.peft %s: r %d on %s; training %s parameters (%s in adapters), %.2f%% of the model's %s",

@@ -248,8 +248,10 @@ def plan_section(cfg) -> list[str]:
 
     from cptkit.errors import UserError
     from cptkit.peft.config import peft_of
+    from cptkit.peft.training import check_against_model
 
     pc = peft_of(cfg)
+    check_against_model(cfg)  # a target or freeze_layers the model does not have: exit 2, as in train
     try:
         hf_config = AutoConfig.from_pretrained(cfg.model.name_or_path, revision=cfg.model.revision,
                                                trust_remote_code=cfg.model.trust_remote_code)

@@ -1,5 +1,7 @@
 """What `cptkit train` calls under `train.peft`, one function per place in the core.
 
+- `check_against_model(cfg)`: the rules that need the model, on the meta device, before any
+  data is prepared (`cptkit plan` and `cptkit train`).
 - `load_options(cfg, device)`: extra `from_pretrained` arguments (QLoRA: 4-bit quantisation and
   the process's device); `modeling.load_model` passes them on.
 - `adapt(model, cfg)`: freezing for full training, or the adapters (`adapters.apply_peft`) and,
@@ -17,6 +19,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -39,6 +42,28 @@ def require_machine(cfg) -> None:
     problems = machine_problems(cfg)
     if problems:
         raise UserError("train.peft: this machine cannot run the configured method:", problems)
+
+
+def check_against_model(cfg) -> None:
+    """The rules of train.peft that need the model (target_modules naming no linear layer, a tied
+    output layer trained apart from the embeddings, train.freeze_layers beyond the layers), on the
+    architecture built on the meta device from its config.json: no weights are read, and the run
+    is refused (exit 2) before any data is prepared. Nothing to check when the config cannot be
+    read here (loading the model then says why)."""
+    pc = peft_of(cfg)
+    if not pc.active:
+        return
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        hf_config = AutoConfig.from_pretrained(cfg.model.name_or_path, revision=cfg.model.revision,
+                                               trust_remote_code=cfg.model.trust_remote_code)
+    except (OSError, ValueError):
+        return
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=cfg.model.trust_remote_code)
+    # The same adapters as training adds, over full-precision layers (QLoRA's are linear layers too).
+    apply_peft(model, dataclasses.replace(pc, method="lora"), cfg.train.freeze_layers, quiet=True)
 
 
 def load_options(cfg, device: torch.device) -> dict:

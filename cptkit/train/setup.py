@@ -75,7 +75,9 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
     run_dir = Path(cfg.output_dir)
     target = resume_target(run_dir, resume)
     probe_sets = load_probe_sets(cfg.eval.probes)  # a malformed probe file stops the run before it starts
-    peft.require_machine(cfg)  # qlora without CUDA: refused before any data is prepared
+    # qlora without CUDA, target_modules naming no layer, ...: refused before any data is prepared.
+    peft.require_machine(cfg)
+    peft.check_against_model(cfg)
     dist = setup(cfg.model.dtype, timeout=timedelta(hours=2))
     manifests = prepared_data(cfg, dist)
     plan = make_plan(cfg, manifests, dist.world_size)

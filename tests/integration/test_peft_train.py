@@ -185,6 +185,20 @@ def test_combinations_that_cannot_work_exit_2_naming_the_keys(tmp_path, tiny_mod
         assert key in out.stderr, key
 
 
+def test_what_the_model_does_not_have_is_refused_before_any_data_is_prepared(tmp_path, tiny_model, corpus):
+    cfg = make_config(tmp_path, tiny_model, corpus, train={"freeze_layers": 3, "peft": {"method": "lora"}})
+    path = str(write_config(tmp_path / "layers.yaml", cfg))
+    for command in ("plan", "train"):
+        out = cptkit(command, path)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert "train.freeze_layers: 3 exceeds the model's 2 layers" in out.stderr, command
+    cfg["train"] = {**cfg["train"], "freeze_layers": 0, "peft": {"method": "lora", "target_modules": ["qkv"]}}
+    out = cptkit("train", str(write_config(tmp_path / "targets.yaml", cfg)))
+    assert out.returncode == 2 and "'qkv' names no layer of LlamaForCausalLM (its decoder layers' linear layers: " \
+        "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)" in out.stderr
+    assert not (tmp_path / "run" / "data").exists()
+
+
 def test_qlora_plans_anywhere_and_trains_only_where_cuda_is(tmp_path, tiny_model, corpus):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the refusal is for machines without it")
