@@ -16,7 +16,9 @@ fisher_kind empirical uses the data's own next tokens instead (the "empirical Fi
 same estimator, but its cross terms do not vanish, so it is an approximation.
 
 The Fisher covers every parameter (frozen ones too), so a saved file fits any later run of
-the same architecture; the file's metadata records kind, tokens, sequences and model.
+the same architecture; the file's metadata records kind, tokens, sequences and model. Under
+train.peft it covers the trainable parameters only (adapters, matrices trained in full, under
+peft's names): the frozen base needs none, and its gradients would cost a full model's memory.
 """
 
 from __future__ import annotations
