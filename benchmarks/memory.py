@@ -18,6 +18,13 @@ sides compute the same thing.
 
     python benchmarks/memory.py                              # CPU, float32, 1 x 2048 tokens
     python benchmarks/memory.py --device cuda --dtype bfloat16 --batch 4 --seq 4096 --hidden 1024
+
+`--methods`: LoRA against full training on the same model instead: peak memory of whole training steps (weights as stored, gradients, AdamW states, activations) and
+their time, for full training, LoRA with the embeddings and output layer trained in full, and LoRA
+with the adapters alone.
+
+    python benchmarks/memory.py --methods                    # CPU, float32, vocab 8192, hidden 1024, 8 layers
+    python benchmarks/memory.py --methods --dtype bfloat16   # frozen weights then held in bfloat16
 """
 
 from __future__ import annotations
@@ -29,10 +36,12 @@ import resource
 import statistics
 import subprocess
 import sys
+import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SIDES = ("hf", "cptkit", "cptkit+gc")
+METHODS = ("full", "lora", "lora-adapters")
 
 
 def build_model(args):
@@ -110,6 +119,89 @@ def measure(args) -> dict:
             "params": sum(p.numel() for p in model.parameters())}
 
 
+def high_water_bytes() -> int:
+    """The process's peak resident set size since the last `reset_high_water` (Linux VmHWM)."""
+    with open("/proc/self/status") as fh:
+        line = next(x for x in fh if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def reset_high_water() -> None:
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # resets VmHWM to the current resident size
+
+
+def measure_method(args) -> dict:
+    """One method, in this process: training steps as `cptkit train` runs them (adapters, frozen weights
+    in the compute dtype, AdamW groups), their peak memory above the process before the model existed
+    and their median time. On CPU the peak counts from after the model is built and adapted, so that a
+    float32 copy converted to bfloat16 for the frozen weights is not counted."""
+    import peft  # noqa: F401  (imported before the baseline on every side, so its code is not counted)
+    import torch
+
+    from cptkit.config import load_config
+    from cptkit.peft import training
+    from cptkit.train.losses import CausalLMLoss
+    from cptkit.train.optim import build_optimizer
+    from cptkit.train.precision import Precision
+
+    methods = {"full": {}, "lora": {"method": "lora", "r": args.r},
+            "lora-adapters": {"method": "lora", "r": args.r, "train_embeddings": False, "train_lm_head": False}}
+    cfg = load_config(None, check_paths=False, raw={
+        "model": {"name_or_path": "x/y", "dtype": args.dtype}, "data": {"domain": {"paths": ["a"]}},
+        "train": {"lr": 1e-4, "peft": methods[args.side], "loss_chunk_tokens": args.chunk}, "output_dir": "o"})
+    device = torch.device(args.device)
+    start = torch.cuda.memory_allocated() if device.type == "cuda" else resident_bytes()
+    model = build_model(args)
+    peft_model = training.adapt(model, cfg)
+    training.store_frozen_low(peft_model, cfg)
+    model = model.to(device).train()
+    loss_module = CausalLMLoss(model, args.chunk)
+    optimizer = build_optimizer(loss_module, cfg.train)
+    precision = Precision(args.dtype, device)
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, args.vocab, (args.batch, args.seq), generator=gen).to(device)
+    targets = torch.roll(ids, -1, 1)
+    targets[:, -1] = -100
+    positions = torch.arange(args.seq, device=device).repeat(args.batch, 1)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        reset_high_water()
+    times, losses = [], []
+    for _ in range(args.steps + 1):  # the first step allocates the optimizer states; it is not timed
+        began = time.perf_counter()
+        with precision.autocast():
+            total, _, counts = loss_module(input_ids=ids, position_ids=positions, labels=targets)
+        precision.backward(total / counts.sum())
+        torch.nn.utils.clip_grad_norm_(loss_module.parameters(), 1.0)
+        precision.step(optimizer, apply=True)
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - began)
+        losses.append(float(total / counts.sum()))
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda" else high_water_bytes()) - start
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"peak": peak, "step_s": statistics.median(times[1:]), "loss": losses[0], "trainable": trainable,
+            "params": sum(p.numel() for n, p in model.named_parameters() if ".lora_" not in n)}
+
+
+def report_methods(results: dict[str, list[dict]], args) -> None:
+    first = results["full"][0]
+    how = "torch.cuda.max_memory_allocated" if args.device == "cuda" else "peak resident set size (VmHWM)"
+    print(f"Llama, vocabulary {args.vocab:,}, hidden {args.hidden}, {args.layers} layers: "
+          f"{first['params'] / 1e6:.1f}M parameters; {args.batch} x {args.seq} tokens per step, {args.dtype} "
+          f"compute, {args.device} ({how}); LoRA r {args.r} on every decoder linear layer; "
+          f"{args.repeats} fresh process(es) per method, medians of {args.steps} steps after the first")
+    print(f"{'method':15}{'trainable':>14}{'peak MiB':>10}{'s/step':>9}{'first loss':>12}{'peak x':>8}{'time x':>8}")
+    peak = {m: statistics.median(r["peak"] for r in results[m]) for m in METHODS}
+    step = {m: statistics.median(r["step_s"] for r in results[m]) for m in METHODS}
+    for m in METHODS:
+        print(f"{m:15}{results[m][0]['trainable']:>14,}{peak[m] / 2**20:>10,.0f}{step[m]:>9.3f}"
+              f"{results[m][0]['loss']:>12.4f}{peak[m] / peak['full']:>8.2f}{step[m] / step['full']:>8.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -122,22 +214,28 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=2048)
     p.add_argument("--chunk", type=int, default=1024, help="train.loss_chunk_tokens")
     p.add_argument("--repeats", type=int, default=2, help="fresh processes per side (alternating)")
-    p.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
+    p.add_argument("--side", choices=SIDES + METHODS, help=argparse.SUPPRESS)
+    p.add_argument("--methods", action="store_true", help="LoRA against full training (see the docstring)")
+    p.add_argument("--r", type=int, default=16, help="--methods: the LoRA rank")
+    p.add_argument("--steps", type=int, default=3, help="--methods: timed training steps after a first one")
+    if "--methods" in sys.argv:  # a model whose decoder layers dominate its parameters, as in a 7B
+        p.set_defaults(vocab=8192, hidden=1024, layers=8, seq=512)
     args = p.parse_args()
     if args.side:
-        print("RESULT " + json.dumps(measure(args)))
+        print("RESULT " + json.dumps(measure_method(args) if args.side in METHODS else measure(args)))
         return
-    results: dict[str, list[dict]] = {s: [] for s in SIDES}
+    sides = METHODS if args.methods else SIDES
+    results: dict[str, list[dict]] = {s: [] for s in sides}
     passthrough = list(sys.argv[1:])
     for _ in range(args.repeats):
-        for side in SIDES:
+        for side in sides:
             done = subprocess.run([sys.executable, __file__, *passthrough, "--side", side],
                                   capture_output=True, text=True)
             line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
             if done.returncode or not line:
                 sys.exit(f"{side} failed:\n{done.stderr[-3000:]}")
             results[side].append(json.loads(line[0][7:]))
-    report(results, args)
+    (report_methods if args.methods else report)(results, args)
 
 
 def report(results: dict[str, list[dict]], args) -> None:

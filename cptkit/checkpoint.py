@@ -32,7 +32,7 @@ from cptkit.faults import crash_point
 COMMIT = "COMMITTED"
 
 
-def _commit(tmp: Path, final: Path, point: str) -> None:
+def commit_folder(tmp: Path, final: Path, point: str) -> None:
     """Seal `tmp` with a marker and move it to `final` atomically (replacing an older one)."""
     files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
     for name in files:
@@ -68,19 +68,19 @@ def save_state(
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-step-{step}-{os.getpid()}"
     final = root / f"step-{step}"
-    with _written_whole(tmp, final):
+    with written_whole(tmp, final):
         save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
         torch.save(optimizer_state, tmp / "optimizer.pt")
         save_file(rng_state(), str(tmp / "rng.safetensors"))
         if extra_tensors:
             save_file(extra_tensors, str(tmp / "extra.safetensors"))
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
-        _commit(tmp, final, point=f"save:{step}")
+        commit_folder(tmp, final, point=f"save:{step}")
     return final
 
 
 @contextlib.contextmanager
-def _written_whole(tmp: Path, final: Path):
+def written_whole(tmp: Path, final: Path):
     """Run the writes of one folder; on a write failure (disk full) remove the partial folder.
 
     The earlier states and exports are untouched, so the run can be resumed from the newest
@@ -192,7 +192,7 @@ def export_model(
     tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
     weights = model.state_dict() if weights is None else weights
     state = {k: v.detach().to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
-    with _written_whole(tmp, folder):
+    with written_whole(tmp, folder):
         model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
         crash_point(f"export:{folder.name}")
         if tokenizer is not None:
@@ -202,7 +202,7 @@ def export_model(
         config["dtype"] = str(dtype).replace("torch.", "")
         config["use_cache"] = True  # the exported model is for generation as much as for training
         config_path.write_text(json.dumps(config, indent=2))
-        _commit(tmp, folder, point=f"export:{folder.name}")
+        commit_folder(tmp, folder, point=f"export:{folder.name}")
 
 
 def rng_state() -> dict[str, torch.Tensor]:

@@ -46,6 +46,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     world = args.processes or launched_world_size()
     plan = make_plan(cfg, known, world)
     print(describe(plan, cfg))
+    from cptkit.peft.memory import plan_section
+
+    print("\n".join(["", *plan_section(cfg)]))
     if args.plot and plan.total_steps:
         from cptkit.planning import plot_plan
 
@@ -243,7 +246,7 @@ def setup_logging() -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    for noisy in ("transformers", "accelerate", "datasets", "urllib3", "filelock", "httpx"):
+    for noisy in ("transformers", "accelerate", "datasets", "urllib3", "filelock", "httpx", "peft", "bitsandbytes"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     # transformers' own progress bars (loading and writing weights) would interleave with ours.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

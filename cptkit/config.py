@@ -30,6 +30,7 @@ from cptkit.data.paths import expand_paths
 from cptkit.data.pipelines import parse_pipeline
 from cptkit.durable import write_text
 from cptkit.errors import UserError
+from cptkit.peft.config import fill_defaults as fill_peft_defaults
 from cptkit.regularizers.config import RegularizerConfig
 from cptkit.schema import INVALID, option, parse, to_dict
 from cptkit.tracking import LoggingConfig
@@ -256,6 +257,7 @@ def normalise(cfg: Config, problems: list[str]) -> None:
         _normalise_source(src, problems)
     if cfg.mix.replay_ratio is None and cfg.mix.curriculum is None:
         cfg.mix.replay_ratio = 0.05 if d.general else 0.0
+    fill_peft_defaults(cfg)  # train.embedding_lr_scale: 0.2 under an adapter method
 
 
 def _normalise_source(src: SourceConfig, problems: list[str]) -> None:

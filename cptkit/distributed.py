@@ -161,10 +161,13 @@ class Dist:
     # -- full state dicts, the one checkpoint format ---------------------------------------------
 
     def full_state(
-        self, module: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+        self, module: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, trainable_only: bool = False
     ) -> tuple[dict[str, torch.Tensor], dict | None]:
         """(model weights by HF name, optimizer state by parameter name), whole, on CPU, on the
-        main process ({} elsewhere). Every process must call it: under fsdp it gathers shards."""
+        main process ({} elsewhere). Every process must call it: under fsdp it gathers shards.
+
+        `trainable_only`: leave out the frozen weights (an adapter run's checkpoints hold the
+        adapters and what trains in full; the frozen base is reloaded from model.name_or_path)."""
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             get_model_state_dict,
@@ -172,11 +175,15 @@ class Dist:
         )
 
         root = self.accelerator.unwrap_model(module)
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=trainable_only)
         aliases = tied_aliases(root)
+        # trainable_only: the trainable parameters and nothing else (a 4-bit layer's quantisation
+        # constants are state-dict entries but no parameters, so torch's option keeps them).
+        keep = {n for n, p in root.named_parameters() if p.requires_grad} if trainable_only else None
         weights = {
             k[len(LM):]: v for k, v in get_model_state_dict(root, options=options).items()
             if k.startswith(LM) and k not in aliases  # a tied weight is saved once, under its first name
+            and (keep is None or k in keep)
         }
         optim = None
         if optimizer is not None:
@@ -190,8 +197,10 @@ class Dist:
         weights: dict[str, torch.Tensor],
         optim: dict,
         where: str,
+        trainable_only: bool = False,
     ) -> None:
-        """Load full state dicts (as `full_state` returns them) into this process's shards."""
+        """Load full state dicts (as `full_state` returns them) into this process's shards;
+        `trainable_only`: they hold the trainable weights only, the frozen ones stay as they are."""
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             set_model_state_dict,
@@ -200,7 +209,10 @@ class Dist:
 
         root = self.accelerator.unwrap_model(module)
         aliases = tied_aliases(root)
-        wanted = {k for k in root.state_dict() if k.startswith(LM) and k not in aliases}
+        if trainable_only:
+            wanted = {n for n, p in root.named_parameters() if p.requires_grad and n.startswith(LM)}
+        else:
+            wanted = {k for k in root.state_dict() if k.startswith(LM) and k not in aliases}
         given = {LM + k for k in weights}
         if wanted != given:
             missing, unexpected = sorted(wanted - given)[:3], sorted(given - wanted)[:3]
@@ -209,8 +221,9 @@ class Dist:
             raise UserError(f"{where}: optimizer state by parameter index (an older format); it cannot be resumed")
         full = {LM + k: v for k, v in weights.items()}
         for alias, source in aliases.items():
-            full[alias] = full[source]
-        options = StateDictOptions(full_state_dict=True, strict=True)
+            if source in full:  # trainable_only: a frozen tied matrix is in neither
+                full[alias] = full[source]
+        options = StateDictOptions(full_state_dict=True, strict=not trainable_only)
         set_model_state_dict(root, full, options=options)
         set_optimizer_state_dict(root, _plain(optimizer), optim, options=options)
 

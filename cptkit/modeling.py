@@ -36,8 +36,11 @@ def load_tokenizer(cfg: ModelConfig):
     return tok
 
 
-def load_model(cfg: ModelConfig, master_dtype: torch.dtype = torch.float32):
-    """The model with float32 master weights (autocast supplies the compute precision)."""
+def load_model(cfg: ModelConfig, master_dtype: torch.dtype = torch.float32, **options):
+    """The model with float32 master weights (autocast supplies the compute precision).
+
+    `options` go to `from_pretrained` as well (QLoRA's quantization_config and device_map:
+    `cptkit.peft.training.load_options`)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from cptkit.train.attention import choose_attn_implementation
@@ -54,6 +57,7 @@ def load_model(cfg: ModelConfig, master_dtype: torch.dtype = torch.float32):
             dtype=master_dtype,
             use_safetensors=True,  # weights never come from a pickle (pytorch_model.bin)
             **({"attn_implementation": kernel} if kernel else {}),
+            **options,
         )
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise UserError(f"{_where(cfg)}: cannot load the model ({_first_line(exc)})") from None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from cptkit.data.lang import missing_segmenters
 from cptkit.data.paths import expand_paths
 from cptkit.evaluation.probe_sets import check_spec, file_problems
+from cptkit.peft.config import check_peft
 from cptkit.train.config import DistributedConfig
 from cptkit.train.schedules import SCHEDULES
 from cptkit.train.stage_plan import check_stages
@@ -32,6 +33,9 @@ def check(cfg: Config) -> list[str]:
     return [
         *_check_train(cfg), *_check_distributed(cfg.train.distributed, cfg.model.dtype), *_check_sources(cfg),
         *_check_mix(cfg), *_check_regularizer(cfg), *_check_eval(cfg), *_check_budget(cfg),
+        # What the machine lacks (qlora without CUDA) is checked by `cptkit train` alone, so that a
+        # GPU config can be planned anywhere.
+        *check_peft(cfg, check_machine=False),
     ]
 
 
@@ -46,7 +50,8 @@ def _check_train(cfg: Config) -> list[str]:
             f"train.global_batch_tokens: {t.global_batch_tokens} is less than one micro batch "
             f"(data.seq_len {d.seq_len} x train.micro_batch_size {t.micro_batch_size})"
         )
-    if t.freeze_embeddings and t.embedding_lr_scale != 1.0:
+    # Under an adapter method the scale also applies to the output layer (train.peft's own rule).
+    if t.freeze_embeddings and t.embedding_lr_scale != 1.0 and not t.peft.active:
         p.append("train.freeze_embeddings and train.embedding_lr_scale: frozen embeddings have no learning rate; give one")
     return p + SCHEDULES[t.schedule].check(t) + check_stages(cfg)
 

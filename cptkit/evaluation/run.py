@@ -30,10 +30,15 @@ from cptkit.train.losses import CausalLMLoss
 log = logging.getLogger("cptkit")
 
 
-def load_for_eval(cfg: Config, folder: Path):
+def load_for_eval(cfg: Config, folder: Path, device):
     if (folder / "config.json").is_file():
         return load_model(dataclasses.replace(cfg.model, name_or_path=str(folder)))
     if checkpoint.is_committed(folder) and (folder / "model.safetensors").is_file():
+        if cfg.train.peft.active:  # an adapter run's state: its trainable weights over the base
+            from cptkit.peft.training import adapted_from_state
+
+            return adapted_from_state(cfg, folder, device)
+
         model = load_model(cfg.model)
         load_state_weights(model, folder / "model.safetensors", cfg.model.name_or_path)
         return model
@@ -79,7 +84,7 @@ def evaluate_checkpoint(cfg: Config, folder: Path, harness: str | None = None, h
     probe_sets = load_probe_sets(cfg.eval.probes)
     dist = setup(cfg.model.dtype)
     manifests = prepared_data(cfg, dist)
-    lm = load_for_eval(cfg, folder).to(dist.device)
+    lm = load_for_eval(cfg, folder, dist.device).to(dist.device)
     chunk = cfg.train.loss_chunk_tokens if cfg.train.loss_chunk_tokens and chunked_head_is_exact(lm, dist.device) else None
     started = time.time()
     results = evaluate(

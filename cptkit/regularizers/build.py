@@ -45,18 +45,25 @@ class Regularizer:
 
 
 def build_regularizer(cfg: Config, lm: torch.nn.Module, dist: Dist, run_dir: Path, general_windows: list,
-                      resuming: bool, chunk: int | None) -> Regularizer:
+                      resuming: bool, chunk: int | None, peft_model=None) -> Regularizer:
     """The run's regularizer (cfg: cptkit.config.Config); `lm` is the unwrapped student on its device.
 
-    EWC and L2-SP get their anchors later, from `Regularizer.anchor_to` on the wrapped model."""
+    EWC and L2-SP get their anchors later, from `Regularizer.anchor_to` on the wrapped model. Under
+    an adapter method (`peft_model`) the KL reference is the training model with its adapters off,
+    not a second copy, and the Fisher covers the trainable parameters only."""
     r = cfg.regularizer
     if r.kind == "kl":
         from cptkit.modeling import DTYPES, load_model
         from cptkit.train.attention import install_document_mask, uses_document_mask
 
-        reference = load_model(cfg.model, master_dtype=DTYPES[r.reference_dtype]).to(dist.device)
-        if uses_document_mask(lm):  # the student needs cptkit's per-document mask: so does its reference
-            install_document_mask(reference)
+        if peft_model is not None:
+            from cptkit.peft.training import kl_reference
+
+            reference = kl_reference(peft_model, cfg, dist)  # the same model, adapters off: its hooks too
+        else:
+            reference = load_model(cfg.model, master_dtype=DTYPES[r.reference_dtype]).to(dist.device)
+            if uses_document_mask(lm):  # the student needs cptkit's per-document mask: so does its reference
+                install_document_mask(reference)
         kl = KLToReference(reference, r.weight, r.kl_on, r.kl_every, reverse=r.kl_direction == "reverse")
         kl.chunked = bool(chunk)
         log.info("regularizer kl: frozen %s reference (%s), %s KL, weight %g", r.reference_dtype,
@@ -65,11 +72,13 @@ def build_regularizer(cfg: Config, lm: torch.nn.Module, dist: Dist, run_dir: Pat
     if r.kind == "l2sp":
         return Regularizer("l2sp", weight=r.weight)
     if r.kind == "ewc":
-        return Regularizer("ewc", weight=r.weight, fisher=_fisher(cfg, lm, dist, run_dir, general_windows, resuming, chunk))
+        fisher = _fisher(cfg, lm, dist, run_dir, general_windows, resuming, chunk, trainable_only=peft_model is not None)
+        return Regularizer("ewc", weight=r.weight, fisher=fisher)
     return Regularizer()
 
 
-def _fisher(cfg: Config, lm: torch.nn.Module, dist: Dist, run_dir: Path, general_windows: list, resuming: bool, chunk: int | None) -> dict:
+def _fisher(cfg: Config, lm: torch.nn.Module, dist: Dist, run_dir: Path, general_windows: list, resuming: bool,
+            chunk: int | None, trainable_only: bool = False) -> dict:
     from cptkit.regularizers.fisher import estimate_fisher, load_fisher, save_fisher
 
     r = cfg.regularizer
@@ -80,7 +89,7 @@ def _fisher(cfg: Config, lm: torch.nn.Module, dist: Dist, run_dir: Path, general
         log.info("regularizer ewc: Fisher from %s (%s)", path, meta)
         return fisher
     fisher, meta = estimate_fisher(lm, general_windows, r.fisher_tokens, r.fisher_kind, cfg.train.seed,
-                                   dist, dist.autocast, chunk)
+                                   dist, dist.autocast, chunk, trainable_only=trainable_only)
     meta = {**meta, "model": cfg.model.name_or_path}
     if meta["tokens"] < r.fisher_tokens:
         log.info("regularizer ewc: data.general holds %s training tokens, fewer than fisher_tokens %s; "

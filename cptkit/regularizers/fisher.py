@@ -16,7 +16,9 @@ fisher_kind empirical uses the data's own next tokens instead (the "empirical Fi
 same estimator, but its cross terms do not vanish, so it is an approximation.
 
 The Fisher covers every parameter (frozen ones too), so a saved file fits any later run of
-the same architecture; the file's metadata records kind, tokens, sequences and model.
+the same architecture; the file's metadata records kind, tokens, sequences and model. Under
+train.peft it covers the trainable parameters only (adapters, matrices trained in full, under
+peft's names): the frozen base needs none, and its gradients would cost a full model's memory.
 """
 
 from __future__ import annotations
@@ -83,10 +85,15 @@ def _sequence_backward(lm, batch: dict, kind: str, gen: torch.Generator, chunk: 
 
 
 def estimate_fisher(lm: torch.nn.Module, windows: list[WindowIndex], tokens: int, kind: str, seed: int,
-                    dist, autocast, chunk: int | None) -> tuple[dict[str, torch.Tensor], dict]:
-    """The per-token diagonal Fisher of every parameter of `lm` (sequences split over processes)."""
+                    dist, autocast, chunk: int | None, trainable_only: bool = False
+                    ) -> tuple[dict[str, torch.Tensor], dict]:
+    """The per-token diagonal Fisher of every parameter of `lm` (sequences split over processes).
+
+    `trainable_only` (adapter runs): of the trainable parameters only. The frozen base never
+    moves, so its Fisher would be unused, and computing it needs a gradient of every base weight.
+    """
     chosen, seen = fisher_sequences(windows, tokens, seed)
-    params = dict(lm.named_parameters())
+    params = {n: p for n, p in lm.named_parameters() if p.requires_grad or not trainable_only}
     was_training, flags = lm.training, {n: p.requires_grad for n, p in params.items()}
     lm.eval()  # no dropout: the Fisher of the model as it predicts
     for p in params.values():

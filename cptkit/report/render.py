@@ -51,7 +51,7 @@ def _meta(run: RunData) -> str:
     s, cfg = run.summary, run.config
     train, mix = cfg.get("train", {}), cfg.get("mix", {})
     model = cfg.get("model", {}).get("name_or_path", "?")
-    parts = [f"model {html.escape(str(model))}",
+    parts = [f"model {html.escape(str(model))}", _method(s),
              f"{fmt(s.get('tokens_trained'))} tokens in {fmt(s.get('steps'))} steps",
              f"{fmt(s.get('wall_s'))} s wall on {fmt(s.get('world_size'))} process(es)"]
     if train:
@@ -71,6 +71,24 @@ def _meta(run: RunData) -> str:
         parts.append(f"{len(s['loss_spikes'])} loss spike(s) at step(s) "
                      f"{', '.join(str(x['step']) for x in s['loss_spikes'][:10])}")
     return f"<p class='note'>{'; '.join(parts)}</p>"
+
+
+def _method(s: dict) -> str:
+    """The training method, its rank and how many parameters trained (summary.json)."""
+    method, trainable, total = s.get("method"), s.get("trainable_parameters"), s.get("total_parameters")
+    if method is None:  # a run from before summary.json named its method
+        return "training method not recorded"
+    share = f" ({trainable / total:.2%})" if trainable is not None and total else ""
+    counts = f"{fmt(trainable)} of {fmt(total)} parameters trained{share}"
+    peft = s.get("peft")
+    if not peft:
+        return f"full training: {counts}"
+    scale = f"alpha {fmt(peft.get('alpha'))}" + (", rsLoRA" if peft.get("rslora") else "")
+    full = [name for name, on in (("embeddings", peft.get("train_embeddings")),
+                                  ("output layer", peft.get("train_lm_head"))) if on]
+    return (f"{html.escape(str(method))} r {fmt(peft.get('r'))} ({scale}) on "
+            f"{html.escape(', '.join(peft.get('target_modules') or []))}"
+            + (f", {' and '.join(full)} in full" if full else "") + f": {counts}")
 
 
 def run_sections(run: RunData, level: str = "h2", prefix: str = "") -> list[str]:

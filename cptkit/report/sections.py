@@ -171,11 +171,14 @@ def comparison(runs: list[RunData]) -> str:
             cells += [pct(p["final"]["exact"]) if p else "<td>-</td>",
                       pct(p["delta"]["exact"], signed=True) if p else "<td>-</td>"]
         cells.append(num(s.get("wall_s")))
+        peft = s.get("peft") or {}
+        method = s.get("method", "-") + (f" r {peft['r']}" if peft.get("r") else "")
+        cells += [text(method), num(s.get("trainable_parameters"))]
         rows.append((run.name, cells))
     header = ["run", "tokens trained", "domain ppl base", "final", "change", "general ppl base", "final", "change"]
     for name in probe_names:
         header += [f"probes {name} exact", "vs base"]
-    header.append("wall s")
+    header += ["wall s", "method", "trained parameters"]
     return table("comparison", header, rows)
 
 

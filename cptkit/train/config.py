@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from cptkit.peft.config import PeftConfig
 from cptkit.schema import option
 from cptkit.train.schedules import SCHEDULE_NAMES, schedules_help
 
@@ -109,9 +110,11 @@ class TrainConfig:
         False, help="Do not train the output layer. With tied embeddings this freezes the input embeddings too."
     )
     freeze_layers: int = option(0, ge=0, help="Do not train the first this many decoder layers.")
-    embedding_lr_scale: float = option(
-        1.0, gt=0,
-        help="Learning-rate multiplier for the input embeddings (and a tied output layer), e.g. 0.1. "
+    embedding_lr_scale: float | None = option(
+        None, gt=0,
+        help="Learning-rate multiplier for the input embeddings (and a tied output layer), e.g. 0.1; under "
+        "train.peft for every matrix trained in full (embeddings and output layer). Default: 1, or 0.2 under "
+        "train.peft when a matrix trains in full (the adapters' lr is several times a full fine-tune's). "
         "To not train them at all: freeze_embeddings."
     )
     max_bad_steps: int = option(
@@ -165,4 +168,9 @@ class TrainConfig:
     router: RouterLossConfig = option(
         default_factory=RouterLossConfig,
         help="Mixture-of-experts models: the router losses added to the training loss (logged as loss_aux).",
+    )
+    peft: PeftConfig = option(
+        default_factory=PeftConfig,
+        help="Parameter-efficient training (LoRA, QLoRA) instead of training every parameter: e.g. "
+        "{method: lora, r: 128, alpha: 32, rslora: true}. best/ and final/ stay plain merged model folders.",
     )

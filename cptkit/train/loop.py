@@ -177,7 +177,8 @@ def rollback(run: Run, target: int, rise: float) -> None:
     at = run.step
     folder = run.dir / "checkpoints" / f"step-{target}"
     weights, optimizer_state, state = checkpoint.load_state(folder)
-    run.dist.load_full_state(run.model, run.optimizer, weights, optimizer_state, where=str(folder))
+    run.dist.load_full_state(run.model, run.optimizer, weights, optimizer_state, where=str(folder),
+                             trainable_only=run.trainable_only)
     run.load_state_dict(state, rollback=True)
     adjusted = run.budget.adjust(at, target, rise)
     run.apply_budget()
@@ -190,7 +191,8 @@ def rollback(run: Run, target: int, rise: float) -> None:
 
 def save(run: Run) -> None:
     cfg = run.cfg
-    weights, optimizer_state = run.dist.full_state(run.model, run.optimizer)  # every process takes part
+    # Every process takes part; an adapter run's checkpoint leaves out the frozen base.
+    weights, optimizer_state = run.dist.full_state(run.model, run.optimizer, trainable_only=run.trainable_only)
     if run.dist.is_main:
         path = checkpoint.save_state(run.dir, run.step, weights, optimizer_state, run.state_dict())
         checkpoint.prune(run.dir, cfg.checkpoint.keep_last, cfg.checkpoint.keep_best, run.best.kept_scores(),

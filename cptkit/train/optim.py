@@ -36,8 +36,14 @@ def param_groups(model: torch.nn.Module, weight_decay: float, embedding_lr_scale
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters (cfg: TrainConfig)."""
-    groups = param_groups(model, cfg.weight_decay, cfg.embedding_lr_scale)
+    """AdamW over the trainable parameters; under train.peft the groups of
+    `cptkit.peft.adapters.peft_param_groups` (embeddings and output layer share the scale)."""
+    if cfg.peft.active:
+        from cptkit.peft.adapters import peft_param_groups
+
+        groups = peft_param_groups(model, cfg.weight_decay, cfg.embedding_lr_scale)
+    else:
+        groups = param_groups(model, cfg.weight_decay, cfg.embedding_lr_scale)
     # foreach is the fast path on CPU and GPU alike; fused exists only for some devices.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, foreach=True)
 

@@ -166,6 +166,9 @@ class Run:
     clock: Clock = field(default_factory=Clock)
     base: EvalRecord | None = None  # the step-0 evaluation of the untouched model
     last_eval: EvalRecord | None = None
+    peft_model: object | None = None  # train.peft: the PeftModel around the HF model, else None
+    method: dict = field(default_factory=lambda: {"method": "full"})  # peft.adapters.method_summary
+    base_fingerprint: str | None = None  # train.peft: digest of the frozen weights (peft.training)
 
     def __post_init__(self) -> None:
         self.best = BestTracker(self.cfg.checkpoint.metric, export=lambda: self.export("best"))
@@ -176,6 +179,11 @@ class Run:
         return self.dist.accelerator.unwrap_model(self.model).lm
 
     @property
+    def trainable_only(self) -> bool:
+        """Checkpoints hold the trainable weights only (adapter runs; the base is model.name_or_path)."""
+        return self.peft_model is not None
+
+    @property
     def replay_names(self) -> set[str]:
         return set(self.plan.general_names)
 
@@ -183,10 +191,18 @@ class Run:
         return Progress(self.plan.total_steps, self.step, enabled=self.dist.is_main)
 
     def export(self, name: str) -> None:
-        """Write RUN_DIR/NAME as a plain Hugging Face model folder (every process calls it)."""
+        """Write RUN_DIR/NAME as a plain Hugging Face model folder (every process calls it); under
+        train.peft with the adapters merged, and the adapter folder RUN_DIR/NAME-adapter beside it."""
         weights, _ = self.dist.full_state(self.model)  # under FSDP every process gathers its shards
-        if self.dist.is_main:
-            checkpoint.export_model(self.lm, self.tokenizer, self.dir / name, self.dist.precision.dtype, weights)
+        if not self.dist.is_main:
+            return
+        dtype = self.dist.precision.dtype
+        if self.peft_model is not None:
+            from cptkit.peft.export import export_adapted
+
+            export_adapted(self.peft_model, self.tokenizer, self.dir / name, dtype, weights, self.cfg.model.name_or_path)
+        else:
+            checkpoint.export_model(self.lm, self.tokenizer, self.dir / name, dtype, weights)
 
     def apply_budget(self) -> None:
         """The data mix as the forgetting budget's rollbacks have shifted it."""
@@ -201,7 +217,7 @@ class Run:
             "last_eval": self.last_eval.to_json() if self.last_eval else None,
             "run_defining": run_defining(self.cfg), "world_size": self.dist.world_size,
             "guard": self.guard.state_dict(), "budget": self.budget.state_dict(),
-            "precision": self.dist.precision.state_dict(),
+            "precision": self.dist.precision.state_dict(), "frozen_base": self.base_fingerprint,
         }
 
     def load_state_dict(self, state: dict, rollback: bool = False) -> None:
@@ -241,6 +257,7 @@ class Run:
             "loss_spikes": self.guard.spikes,
             "trust_remote_code": self.cfg.model.trust_remote_code,
             "forgetting_budget": self.budget.summary(),
+            **self.method,  # method, trainable_parameters, total_parameters; peft: r, alpha, ...
         }
 
     def write_summary(self, summary: dict) -> None:

@@ -25,6 +25,9 @@ from cptkit.evaluation.perplexity import EvalSet, build_eval_set
 from cptkit.evaluation.probe_sets import load_probe_sets
 from cptkit.faults import StepFaults
 from cptkit.modeling import count_parameters, load_model, load_tokenizer, prepare_for_training
+from cptkit.peft import training as peft
+from cptkit.peft.adapters import method_summary
+from cptkit.peft.config import peft_of
 from cptkit.planning import make_plan
 from cptkit.regularizers.build import Regularizer, build_regularizer
 from cptkit.schema import to_dict
@@ -32,7 +35,6 @@ from cptkit.tracking import Trackers
 from cptkit.train.batches import TrainStream
 from cptkit.train.budget import ForgettingBudget
 from cptkit.train.checks import chunked_head_is_exact, ensure_document_masking
-from cptkit.train.freezing import apply_freezing
 from cptkit.train.guard import StepGuard
 from cptkit.train.losses import CausalLMLoss
 from cptkit.train.moe import router_spec
@@ -77,6 +79,9 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
     run_dir = Path(cfg.output_dir)
     target = resume_target(run_dir, resume)
     probe_sets = load_probe_sets(cfg.eval.probes)  # a malformed probe file stops the run before it starts
+    # qlora without CUDA, target_modules naming no layer, ...: refused before any data is prepared.
+    peft.require_machine(cfg)
+    peft.check_against_model(cfg)
     dist = setup(cfg.model.dtype, timeout=timedelta(hours=2))
     manifests = prepared_data(cfg, dist)
     plan = make_plan(cfg, manifests, dist.world_size)
@@ -85,15 +90,15 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
         save_config(cfg, run_dir / "config.yaml")
         log.info("run folder %s: %s steps of %s tokens", run_dir, f"{plan.total_steps:,}", f"{plan.tokens_per_step:,}")
     torch.manual_seed(cfg.train.seed)
-    tokenizer, model, chunk = starting_model(cfg)
-    if cfg.train.document_masking:
-        # On the model where it was loaded, before the regularizer's reference copies the choice.
-        ensure_document_masking(model, next(model.parameters()).device)
+    tokenizer, model, chunk, peft_model = starting_model(cfg, dist.device)
+    method = method_summary(model, peft_of(cfg))  # counted before wrapping (FSDP shards)
+    base = peft.base_fingerprint(model) if peft_model is not None else None
     stream = TrainStream(train_windows(cfg, manifests, plan.domain_names + plan.general_names), plan.shares,
                          cfg.train.seed, cfg.train.document_masking)
     # Before the model is wrapped (DDP, FSDP) and before a resume loads its checkpoint: the
     # Fisher and the KL reference are always those of the starting weights.
-    regularizer = regularizer_of(cfg, model, dist, manifests, resuming=target is not None, chunk=chunk)
+    regularizer = regularizer_of(cfg, model, dist, manifests, resuming=target is not None, chunk=chunk,
+                                 peft_model=peft_model)
     router = router_spec(model.config, cfg.train.router)
     module, optimizer = dist.wrap(
         CausalLMLoss(model, chunk, router), lambda m: build_optimizer(m, cfg.train), cfg.train.distributed,
@@ -101,6 +106,7 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
     )
     # The anchors follow the parameters as wrapped: under FSDP each process holds its shards.
     regularizer.anchor_to(dist.accelerator.unwrap_model(module).lm)
+    peft.bind_reference(regularizer, dist, module)
     run = Run(
         cfg=cfg, dir=run_dir, dist=dist, plan=plan, model=module, optimizer=optimizer, tokenizer=tokenizer,
         stream=stream, eval_sets=eval_sets(cfg, manifests), probe_sets=probe_sets, regularizer=regularizer,
@@ -109,6 +115,7 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
                                 cfg.train.rollback_lr_factor, cfg.train.rollback_replay, cfg.train.max_rollbacks),
         faults=StepFaults(dist.accelerator.unwrap_model(module)),
         stages=build_stages(cfg.train, dist.accelerator.unwrap_model(module).lm, optimizer, cfg.model.name_or_path),
+        peft_model=peft_model, method=method, base_fingerprint=base,
     )
     if target is not None:
         resume_from(run, target)
@@ -119,13 +126,14 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
     return run
 
 
-def starting_model(cfg: Config) -> tuple[object, torch.nn.Module, int | None]:
-    """(tokenizer, model ready to train, loss chunk size or None for the full-logits loss)."""
+def starting_model(cfg: Config, device: torch.device) -> tuple[object, torch.nn.Module, int | None, object]:
+    """(tokenizer, model ready to train, loss chunk size or None for the full-logits loss, the
+    PeftModel around the model under train.peft or None)."""
     tokenizer = load_tokenizer(cfg.model)
-    model = load_model(cfg.model)
+    model = load_model(cfg.model, **peft.load_options(cfg, device))
     prepare_for_training(model, cfg.train.gradient_checkpointing, cfg.train.compile)
     log.info("model %s: %s parameters", cfg.model.name_or_path, f"{count_parameters(model):,}")
-    apply_freezing(model, cfg.train)
+    peft_model = peft.adapt(model, cfg)  # freezing, or adapters (the model is adapted in place)
     chunk = None
     if cfg.train.loss_chunk_tokens:
         # On the unwrapped model where it was loaded: one 12-token forward, even for a large model.
@@ -133,17 +141,22 @@ def starting_model(cfg: Config) -> tuple[object, torch.nn.Module, int | None]:
             chunk = cfg.train.loss_chunk_tokens
         else:
             log.info("model %s: logits are not a plain linear head; using full logits for the loss", type(model).__name__)
-    return tokenizer, model, chunk
+    if cfg.train.document_masking:
+        # Here, before the regularizer's reference copies the choice of mask, in float32 as above.
+        ensure_document_masking(model, next(model.parameters()).device)
+    peft.store_frozen_low(peft_model, cfg)  # after the float32 checks above
+    return tokenizer, model, chunk, peft_model
 
 
 def regularizer_of(cfg: Config, model: torch.nn.Module, dist: Dist, manifests: dict[str, Manifest],
-                   resuming: bool, chunk: int | None) -> Regularizer:
+                   resuming: bool, chunk: int | None, peft_model=None) -> Regularizer:
     general = []
     if cfg.regularizer.kind == "ewc":
         general = [s.name for s in cfg.general_sources]
         model.to(dist.device)  # the Fisher pass runs on the starting weights, unsharded
     windows = list(train_windows(cfg, manifests, general).values())
-    return build_regularizer(cfg, model, dist, Path(cfg.output_dir), windows, resuming=resuming, chunk=chunk)
+    return build_regularizer(cfg, model, dist, Path(cfg.output_dir), windows, resuming=resuming, chunk=chunk,
+                             peft_model=peft_model)
 
 
 def resume_from(run: Run, target: Path) -> None:
@@ -156,7 +169,9 @@ def resume_from(run: Run, target: Path) -> None:
             f"that wrote it, or start a new run from its weights (model.name_or_path: {run.dir / 'final'})."
         )
     _check_same_run(run.cfg, state["run_defining"], target)
-    run.dist.load_full_state(run.model, run.optimizer, weights, optimizer_state, where=str(target))
+    peft.check_same_base(state.get("frozen_base"), run.base_fingerprint, f"--resume {target}")
+    run.dist.load_full_state(run.model, run.optimizer, weights, optimizer_state, where=str(target),
+                             trainable_only=run.trainable_only)
     run.load_state_dict(state)
     if state.get("world_size", 1) != run.dist.world_size:
         log.info("resuming a %d-process state with %d process(es)", state.get("world_size", 1), run.dist.world_size)

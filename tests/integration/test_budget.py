@@ -86,3 +86,25 @@ def test_a_run_killed_after_a_rollback_resumes_to_the_same_weights(tmp_path, pre
     sa, sb = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("straight", "broken"))
     assert sa["forgetting_budget"]["rollbacks"] == sb["forgetting_budget"]["rollbacks"]
     assert read_jsonl(tmp_path / "straight" / "eval.jsonl") == read_jsonl(tmp_path / "broken" / "eval.jsonl")
+
+
+def test_lora_rollback_restores_the_adapters_and_the_embeddings(tmp_path, pretrained, corpus):
+    """Under train.peft the rollback target is a trainable-only checkpoint (step 0: B = 0 and the
+    original embeddings); after rolling back every evaluation is within budget, as in full training."""
+    import yaml
+
+    path = budget_config(tmp_path, pretrained, corpus, "rollback")
+    cfg = yaml.safe_load(path.read_text())
+    cfg["train"]["peft"] = {"method": "lora", "r": 8}
+    cfg["train"]["embedding_lr_scale"] = 1.0  # the embeddings as fast as the adapters: forgetting within 4 steps
+    out = cptkit("train", str(write_config(path, cfg)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    evals = read_jsonl(tmp_path / "run" / "eval.jsonl")
+    rollbacks = summary["forgetting_budget"]["rollbacks"]
+    assert summary["method"] == "lora" and rollbacks, "lr 1e-2 on code should exceed a 5% budget under LoRA too"
+    assert f"rolled back to step {rollbacks[0]['to_step']}" in out.stderr
+    assert [e["step"] for e in evals] == [0, 4, 8, 12] and all(e["within_budget"] for e in evals)
+    step0 = load_file(tmp_path / "run" / "checkpoints" / "step-0" / "model.safetensors")
+    assert all(torch.count_nonzero(v) == 0 for k, v in step0.items() if ".lora_B." in k)  # the base model's state
+    assert not any(".base_layer." in k for k in step0)

@@ -149,3 +149,41 @@ def test_l2sp_anchors_are_sharded_with_the_weights_under_fsdp(runs):
     assert a[0]["loss_reg"] == b[0]["loss_reg"] == 0.0
     assert all(abs(x["loss_reg"] - y["loss_reg"]) <= 1e-3 * x["loss_reg"] + 1e-9 for x, y in zip(a, b))
     assert a[-1]["loss_reg"] > 0
+
+
+LORA = {"method": "lora", "r": 4, "dropout": 0.0}
+KL = {"kind": "kl", "weight": 0.5}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_lora_with_kl_to_the_base_under_two_processes_follows_one_process(runs, strategy):
+    """`torchrun -m cptkit train` with train.peft and KL to the adapters-off model (gathered under FSDP):
+    losses, KL and the trainable-only checkpoints follow one process; final/ merged alike."""
+    # The embeddings at the full lr, so that they move well beyond the tolerance in 6 steps.
+    one = runs.get("lora-one", 1, regularizer=KL, peft=LORA, embedding_lr_scale=1.0)
+    two = runs.get(f"lora-{strategy}", 2, {"strategy": strategy}, regularizer=KL, peft=LORA, embedding_lr_scale=1.0)
+    assert_follows(two, one, runs.tiny_model)
+    a, b = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
+    assert a[0]["kl"] == b[0]["kl"] == 0.0 and a[-1]["kl"] > 1e-4
+    assert all(abs(x["kl"] - y["kl"]) <= 1e-3 * x["kl"] + 1e-7 for x, y in zip(a, b))
+    assert not any(".base_layer." in k for k in weights(two))  # trainable weights only
+    assert "using full logits" not in runs.log(f"lora-{strategy}")
+    merged_one, merged_two = load_file(one / "final" / "model.safetensors"), load_file(two / "final" / "model.safetensors")
+    assert merged_one.keys() == merged_two.keys()
+    assert max(float((merged_one[k] - merged_two[k]).abs().max()) for k in merged_one) < WEIGHT_TOL
+    assert (two / "final-adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_lora_under_fsdp_in_bfloat16_with_recomputation_follows_one_float32_process(runs):
+    """FSDP2 units holding bfloat16 frozen weights beside float32 adapters and embeddings (LoRA under
+    bfloat16 autocast), gradient checkpointing, KL: within bfloat16 rounding of 1 float32 process."""
+    one = runs.get("lora-one", 1, regularizer=KL, peft=LORA, embedding_lr_scale=1.0)
+    run = runs.get("lora-fsdp-bf16", 2, {"strategy": "fsdp"}, dtype="bfloat16", regularizer=KL, peft=LORA,
+                   embedding_lr_scale=1.0, gradient_checkpointing=True)
+    assert "frozen linear weights stored in bfloat16" in runs.log("lora-fsdp-bf16")
+    mine, ref = read_jsonl(run / "metrics.jsonl"), read_jsonl(one / "metrics.jsonl")
+    assert len(mine) == len(ref) == STEPS and mine[0]["kl"] == 0.0
+    assert all(abs(a["loss"] - b["loss"]) < 1e-2 for a, b in zip(mine, ref))
+    assert mine[-1]["loss"] < mine[0]["loss"] - 0.05

@@ -136,6 +136,8 @@ def test_comparison_report_and_frontier(runs, tmp_path):
             _check_number(cells[i + 2], s["change"]["final"][key])
         _check_number(cells[8], s["probes"]["facts"]["final"]["exact"])
         _check_number(cells[9], s["probes"]["facts"]["delta"]["exact"])
+        assert cells[-2][0] == "full" and s["method"] == "full"
+        _check_number(cells[-1], s["trainable_parameters"])
     # each run's own sections follow, with their own table ids
     assert "run0-before-after" in tables and "run1-probes-facts" in tables
     assert (tmp_path / "cmp" / "frontier.png").stat().st_size > 5000

@@ -1,12 +1,12 @@
 """Freezing by config and per-group learning rates."""
 
-from types import SimpleNamespace
 
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from cptkit.errors import UserError
+from cptkit.train.config import TrainConfig
 from cptkit.train.freezing import apply_freezing
 from cptkit.train.optim import build_optimizer, param_groups, set_lr
 
@@ -17,10 +17,10 @@ def llama(tied):
                                         num_attention_heads=2, tie_word_embeddings=tied))
 
 
-def train_cfg(**kw):
+def train_cfg(**kw) -> TrainConfig:
     base = dict(freeze_embeddings=False, freeze_lm_head=False, freeze_layers=0, embedding_lr_scale=1.0,
                 weight_decay=0.1, lr=1e-3, betas=[0.9, 0.95], eps=1e-8)
-    return SimpleNamespace(**{**base, **kw})
+    return TrainConfig(**{**base, **kw})
 
 
 def test_freezing_embeddings_head_and_first_layers_stops_their_updates():

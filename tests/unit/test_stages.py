@@ -15,6 +15,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from cptkit.errors import UserError
+from cptkit.peft.config import PeftConfig
 from cptkit.train.config import TrainConfig
 from cptkit.train.optim import build_optimizer, set_lr
 from cptkit.train.stage_plan import check_stages, describe_stages, recorded_start
@@ -32,7 +33,7 @@ def tiny(tied: bool, seed: int = 0) -> LlamaForCausalLM:
 
 def train_cfg(**kw):
     base = dict(lr=1e-2, weight_decay=0.1, betas=[0.9, 0.95], eps=1e-8, embedding_lr_scale=1.0,
-                new_embeddings_only_steps=0, new_token_start=None)
+                new_embeddings_only_steps=0, new_token_start=None, peft=PeftConfig())
     return SimpleNamespace(**{**base, **kw})
 
 
