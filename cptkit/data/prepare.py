@@ -37,7 +37,7 @@ from cptkit.data.curate import PartTask, part_folder
 from cptkit.data.executors import run_tasks
 from cptkit.data.lang import rules_off
 from cptkit.data.manifest import FORMAT_VERSION, Manifest, read_manifest
-from cptkit.data.parts import Part, plan_parts
+from cptkit.data.parts import Part, part_target, plan_parts, source_bytes
 from cptkit.data.paths import expand_paths
 from cptkit.data.pipelines import CORPUS_WIDE, StepSpec
 from cptkit.data.shards import token_dtype
@@ -235,7 +235,7 @@ def _run_parts(cfg: Config, plans: list[SourcePlan], files, keys, spec, dtype: s
     tasks, units = [], {}
     for plan in plans:
         folder = work / plan.name
-        parts = _part_list(cfg, plan, files[plan.name], keys[plan.name], folder, force)
+        parts = _part_list(cfg, plan, files[plan.name], keys[plan.name], folder, force, workers)
         signed = needs_signatures(plan, decon)
         minhash = cfg.data.minhash if signed else None
         for part in parts:
@@ -256,24 +256,25 @@ def _run_parts(cfg: Config, plans: list[SourcePlan], files, keys, spec, dtype: s
     return units
 
 
-def _part_list(cfg: Config, plan: SourcePlan, files, key: str, folder: Path, force: bool) -> list[Part]:
-    """The unit's parts, planned once per part key; finished parts of an older key are removed."""
+def _part_list(cfg: Config, plan: SourcePlan, files, key: str, folder: Path, force: bool, workers: int
+               ) -> list[Part]:
+    """The unit's parts, planned once per part key; finished parts of an older key are removed.
+
+    The plan depends on the worker count (enough parts for every worker), but it is saved with
+    the key and reused as it is, so a prepare resumed with other workers redoes only the parts
+    left unfinished; the output does not depend on the plan (see parts.py)."""
     marker = folder / "key.json"
     saved = json.loads(marker.read_text()) if marker.is_file() else None
     if force or saved is None or saved.get("key") != key:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        parts = plan_parts(plan.source, files, cfg.data.part_bytes, plan.where)
-        listing = [{"path": p.path, "span": list(p.span.__dict__.values()) if p.span else None,
-                    "dataset_part": list(p.dataset_part) if p.dataset_part else None} for p in parts]
-        write_json(marker, {"key": key, "parts": listing})
+        target = part_target(source_bytes(plan.source, files), workers, cfg.data.part_bytes)
+        parts = plan_parts(plan.source, files, cfg.data.part_bytes, plan.where, target)
+        write_json(marker, {"key": key, "parts": [p.to_json() for p in parts]})
         return parts
     for partial in folder.glob(".tmp-*"):
         shutil.rmtree(partial, ignore_errors=True)  # a part a crash left unfinished: redone
-    from cptkit.data.readers import Span
-
-    return [Part(i, e["path"], Span(*e["span"]) if e["span"] else None,
-                 tuple(e["dataset_part"]) if e["dataset_part"] else None) for i, e in enumerate(saved["parts"])]
+    return [Part.from_json(i, e) for i, e in enumerate(saved["parts"])]
 
 
 def _write(cfg: Config, unit: DocumentTable, units, files, key, spec, vocab, root) -> Manifest:

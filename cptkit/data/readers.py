@@ -5,10 +5,14 @@ cannot become a document is counted in `BadInput` under a reason, with `file:lin
     invalid_utf8, malformed_json, not_an_object, missing_field, non_string_field, empty_text,
     blank_line, binary_file, unreadable_file, corrupt_compression, empty_file, document_too_large
 
-A large uncompressed JSONL or Parquet file can be read in parts (`Span`): a byte range whose
-lines are numbered from a known first line, or a range of Parquet row groups. A record longer
-than `max_bytes` is counted as document_too_large; a JSONL line that long is skipped in chunks,
-never held in memory whole.
+A large JSONL or Parquet file can be read in parts (`Span`): a byte range of an uncompressed
+JSONL file whose lines are numbered from a known first line, a range of the decompressed bytes
+of a compressed one (lines counted from the start), or a range of Parquet row groups. JSONL is
+read in blocks of `_CHUNK` bytes from the start of a compressed stream whatever the range, so a
+stream that breaks off (a truncated `.gz`) breaks off at the same line for every way of cutting
+it into parts, and only the part holding that line counts it. A record longer than `max_bytes`
+is counted as document_too_large; a JSONL line that long is skipped block by block, never held
+in memory whole.
 """
 
 from __future__ import annotations
@@ -36,10 +40,14 @@ _CHUNK = 1 << 20
 DEFAULT_MAX_BYTES = 16 * 2**20
 
 
+TO_END = 2**63 - 1  # the end of a range that runs to the end of the file
+
+
 @dataclass(frozen=True)
 class Span:
     """Part of a file: JSONL bytes [start, end) whose first line is `first` (lines that start in
-    the range belong to it), or Parquet row groups [start, end) whose first row is `first`."""
+    the range belong to it; `first` 0: a compressed file's decompressed bytes, lines counted by
+    the reader), or Parquet row groups [start, end) whose first row is `first`."""
 
     start: int
     end: int
@@ -156,20 +164,21 @@ def to_document(obj: Any, where: str, lim: Limits, bad: BadInput, source: str) -
 
 def _read_jsonl(path, lim: Limits, bad, source, span: Span | None) -> Iterator[Document]:
     with open_binary(path) as fh:
-        pos, lineno = 0, 1
-        if span is not None:
+        if span is None:
+            pos, lineno, head, end = 0, 1, b"", TO_END
+        elif span.first == 0:  # a range of a compressed stream: find where its first line starts
+            try:
+                pos, lineno, head = _align(fh, span.start)
+            except _DECODE_ERRORS:
+                return  # the stream breaks off before this range: the part holding that line counts it
+            end = span.end
+        else:
             fh.seek(span.start)
-            pos, lineno = span.start, span.first
-        end = span.end if span is not None else None
-        while end is None or pos < end:
-            raw = fh.readline(lim.max_bytes + 1)
-            if not raw:
-                return
+            pos, lineno, head, end = span.start, span.first, b"", span.end
+        for raw in _lines(fh, pos, end, lim.max_bytes, head):
             where = f"{path}:{lineno}"
-            pos += len(raw)
             lineno += 1
-            if len(raw) > lim.max_bytes and not raw.endswith(b"\n"):
-                pos += _skip_line(fh)
+            if raw is None:
                 bad.add("document_too_large", where, detail=f"line over {lim.max_bytes:,} bytes")
                 continue
             doc = _jsonl_line(raw, where, lim, bad, source)
@@ -177,14 +186,58 @@ def _read_jsonl(path, lim: Limits, bad, source, span: Span | None) -> Iterator[D
                 yield doc
 
 
-def _skip_line(fh) -> int:
-    """Read past the rest of an over-long line in chunks; return the bytes skipped."""
-    skipped = 0
-    while True:
-        chunk = fh.readline(_CHUNK)
-        skipped += len(chunk)
-        if not chunk or chunk.endswith(b"\n"):
-            return skipped
+def _align(fh, start: int) -> tuple[int, int, bytes]:
+    """Read a stream from its beginning to the first line that starts at or after `start`:
+    (that line's offset, its line number, the bytes already read past it)."""
+    pos = lines = 0
+    if start <= 0:
+        return 0, 1, b""
+    while block := fh.read(_CHUNK):
+        # A line starts at `start` exactly when byte start - 1 is a newline.
+        if pos + len(block) >= start:
+            j = block.find(b"\n", start - 1 - pos if start - 1 >= pos else 0)
+            if j >= 0:
+                return pos + j + 1, 1 + lines + block.count(b"\n", 0, j + 1), block[j + 1 :]
+        lines += block.count(b"\n")
+        pos += len(block)
+    return pos, lines + 1, b""
+
+
+def _lines(fh, pos: int, end: int, max_bytes: int, head: bytes = b"") -> Iterator[bytes | None]:
+    """The lines (newline included) of `fh`, read on from offset `pos` (a line start, with `head`
+    already read), that start before `end`; None for a line longer than max_bytes (without its
+    newline), whose bytes are dropped as they are read."""
+    pending: list[bytes] = []
+    size = 0  # bytes of the current line read so far
+    block = head
+    while pos < end:
+        if not block:
+            block = fh.read(_CHUNK)
+            if not block:
+                break
+        i = 0
+        while True:
+            j = block.find(b"\n", i)
+            if j < 0:
+                size += len(block) - i
+                if size <= max_bytes:
+                    pending.append(block[i:])
+                else:
+                    pending.clear()
+                break
+            size += j - i
+            if size > max_bytes:
+                yield None
+            else:
+                yield b"".join(pending) + block[i : j + 1] if pending else block[i : j + 1]
+            pending.clear()
+            pos += size + 1
+            size, i = 0, j + 1
+            if pos >= end:
+                return
+        block = b""
+    if size:  # a last line without a newline
+        yield None if size > max_bytes else b"".join(pending)
 
 
 def _jsonl_line(raw: bytes, where: str, lim: Limits, bad: BadInput, source: str) -> Document | None:

@@ -109,6 +109,44 @@ def test_same_output_whatever_the_parts_and_workers(tmp_path, tiny_model, medica
     assert hashes[0] == hashes[1] and curated[0] == curated[1]
 
 
+def _layouts(folder, medical_folder):
+    """The same abstracts as one file, as many small files, and as one gzip file."""
+    lines = [line for f in sorted((medical_folder / "train").glob("*.jsonl")) for line in f.read_text().splitlines()]
+    (folder / "single").mkdir(parents=True)
+    (folder / "single" / "all.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "many").mkdir()
+    for k in range(0, len(lines), 6):
+        (folder / "many" / f"part-{k:04d}.jsonl").write_text("\n".join(lines[k : k + 6]) + "\n")
+    (folder / "gz").mkdir()
+    (folder / "gz" / "all.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    return {"single": folder / "single", "many": folder / "many", "gz": folder / "gz"}
+
+
+@pytest.mark.parametrize("layout", ["single", "many", "gz"])
+def test_one_file_many_files_or_a_compressed_one_give_the_same_output_for_any_workers(
+        tmp_path, tiny_model, medical, monkeypatch, layout):
+    from cptkit.data import parts
+
+    folder, _, _ = medical
+    inputs = _layouts(tmp_path / "inputs", folder)
+    outputs, listed = [], []
+    for i, (workers, part_bytes) in enumerate([(1, 10**9), (2, 64 * 2**20)]):
+        if i == 1:  # parts sized for the workers have a floor of 1 MiB: a small corpus needs a lower one
+            monkeypatch.setattr(parts, "MIN_PART_BYTES", 4096)
+        cfg = medical_config(tmp_path / str(i), tiny_model, folder, part_bytes=part_bytes, num_workers=workers)
+        cfg["data"]["domain"]["paths"] = [str(inputs[layout])]
+        cfg["data"]["heldout_fraction"] = 0.05
+        cfg["data"].pop("eval")
+        manifests = prepare(load_config(None, raw=cfg))
+        data = tmp_path / str(i) / "run" / "data"
+        listed.append(len(json.loads((data / ".work" / "domain" / "key.json").read_text())["parts"]))
+        outputs.append(({k: (m.content_hash, m.documents, m.steps, m.bad_input) for k, m in manifests.items()},
+                        read_gz(data / "domain" / "curated"), sorted(d["id"] for d in read_gz(data / "domain" / "dropped")),
+                        {f.name: f.read_bytes() for f in sorted((data / "domain").rglob("*.bin"))}))
+    assert listed[0] == 1 and listed[1] >= 8  # one part, then several for each of the two workers
+    assert outputs[0] == outputs[1]
+
+
 def test_resume_after_a_crash_redoes_only_unfinished_parts(tmp_path, tiny_model, medical, monkeypatch, caplog):
     folder, _, _ = medical
     cfg = load_config(None, raw=medical_config(tmp_path, tiny_model, folder, num_workers=1, part_bytes=30_000))
