@@ -66,29 +66,48 @@ def log_probs(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return logits.sub_(log_norm[:, None]), peak.add_(log_norm)
 
 
-def kl_softmax_grad(logp: torch.Tensor, ref_logp: torch.Tensor, coef: float, reverse: bool
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token KL, and softmax + coef * dKL/dlogits (the CE gradient without its one-hot part).
+_KL_BLOCK_FLOATS = 1 << 17  # 512 KiB of float32 per block in kl_softmax_grad on CPU: a core's cache holds a few
+
+
+def kl_softmax_grad(logp: torch.Tensor, ref_logits: torch.Tensor, coef: float, reverse: bool,
+                    rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token KL, and softmax + coef * dKL/dlogits (the CE gradient without its one-hot part),
+    from the student's log-probabilities and the reference's fresh float32 logits.
 
     forward, KL(ref || cur) = sum_v p_ref (log p_ref - log p_cur):   dKL/dz = p - p_ref
     reverse, KL(cur || ref) = sum_v p (log p - log p_ref):           dKL/dz = p * (d - KL), d = log p - log p_ref
-    Both inputs are consumed (their memory reused), so a chunk needs one extra buffer at most.
-    Written as p + coef * (difference) so that identical inputs give exactly p (and KL 0).
+    Both inputs are consumed: the gradient is formed in `logp`'s memory, and the only other
+    memory is one block of `rows` rows. On CPU the rows go a small block at a time, because on a
+    small model these passes over [tokens, vocabulary] memory, not the matrix products, are most
+    of what KL adds: a block stays in cache through all its steps (the reference's log-softmax
+    included) instead of every step streaming the whole chunk through memory. A GPU takes the
+    chunk as one block. The reference's log-probabilities come from `log_probs` on the same
+    groups of `_LSE_ROWS` rows as the student's, so identical logits still give bit-identical
+    log-probabilities, exactly p as the gradient and a KL of exactly 0. The forward gradient
+    p + coef * (p - p_ref) is one `lerp` from p towards p_ref (weight -coef).
     """
-    if not reverse:
-        p_ref = ref_logp.exp()
-        kl = _rowdot(p_ref, ref_logp.sub_(logp))
-        p = logp.exp_()
-        return kl, p.add_(torch.sub(p, p_ref, out=p_ref), alpha=coef)
-    d = torch.sub(logp, ref_logp, out=ref_logp)
-    p = logp.exp_()
-    kl = _rowdot(p, d)
-    return kl, p.add_(d.sub_(kl[:, None]).mul_(p), alpha=coef)
-
-
-def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """sum_v a[i, v] * b[i, v] for every row, as a batched matmul: no [n, V] temporary."""
-    return torch.bmm(a[:, None, :], b[:, :, None]).view(-1)
+    n, width = logp.shape
+    cpu = logp.device.type == "cpu"
+    if rows is None:
+        rows = min(max(_KL_BLOCK_FLOATS // width, 4), _LSE_ROWS) if cpu else n
+    group = _LSE_ROWS if cpu else n  # rows per log_probs call: the student's grouping
+    kl = torch.empty(n, dtype=torch.float32, device=logp.device)
+    buf = torch.empty(min(rows, n), width, dtype=logp.dtype, device=logp.device)
+    for g in range(0, n, group):
+        log_probs(ref_logits[g : g + group])  # in place: the reference's log-probabilities
+        for r in range(g, min(g + group, n), rows):
+            end = min(r + rows, g + group, n)
+            lp, rl, tmp = logp[r:end], ref_logits[r:end], buf[: end - r]
+            if not reverse:
+                p_ref = torch.exp(rl, out=tmp)
+                torch.sum(rl.sub_(lp).mul_(p_ref), dim=1, out=kl[r:end])  # p_ref (log p_ref - log p)
+                lp.exp_().lerp_(p_ref, -coef)
+            else:
+                d = torch.sub(lp, rl, out=rl)
+                p = lp.exp_()
+                block_kl = torch.sum(torch.mul(p, d, out=tmp), dim=1, out=kl[r:end])
+                p.add_(d.sub_(block_kl[:, None]).mul_(p), alpha=coef)
+    return kl, logp
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -124,14 +143,14 @@ class LinearCrossEntropy(torch.autograd.Function):
             losses[s : s + chunk] = -logp.gather(1, t[:, None]).squeeze(1)
             lo, hi = (bounds[c], bounds[c + 1]) if kl is not None else (0, 0)
             if hi > lo:  # tokens of this chunk that carry KL
-                ref_logp, _ = log_probs(F.linear(kl.hidden[lo:hi], ref_w, ref_b).float())
+                ref_logits = F.linear(kl.hidden[lo:hi], ref_w, ref_b).float()
                 if hi - lo == len(t):  # all of them: no gather, no scatter
-                    kls[lo:hi], grad = kl_softmax_grad(logp, ref_logp, kl.coef, kl.reverse)
+                    kls[lo:hi], grad = kl_softmax_grad(logp, ref_logits, kl.coef, kl.reverse)
                 else:
                     rows = kl.index[lo:hi] - s
-                    kls[lo:hi], part = kl_softmax_grad(logp[rows], ref_logp, kl.coef, kl.reverse)
+                    kls[lo:hi], part = kl_softmax_grad(logp[rows], ref_logits, kl.coef, kl.reverse)
                     grad = logp.exp_().index_copy_(0, rows, part)
-                del ref_logp
+                del ref_logits
             elif need_h or need_w or need_b:
                 grad = logp.exp_()  # softmax, reusing the log-probabilities' memory
             if need_h or need_w or need_b:
