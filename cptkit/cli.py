@@ -249,14 +249,15 @@ def setup_logging() -> None:
     for noisy in ("transformers", "accelerate", "datasets", "urllib3", "filelock", "httpx", "peft", "bitsandbytes"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     # transformers' own progress bars (loading and writing weights) would interleave with ours.
+    # Both settings are read when transformers is first imported; importing it here just to
+    # set them would cost every command a second or more, plan and report included.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:  # imported already (cptkit used as a library): set them now
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-    except ImportError:
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,7 @@ from cptkit.data.shards import token_dtype
 from cptkit.data.splits import DocumentTable, assign_splits
 from cptkit.data.steps import StepStats
 from cptkit.data.tokenize import TokenizerSpec
+from cptkit.data.tokenizer_stamp import reuse_or_save
 from cptkit.data.wipeout import DropWarning, drop_warnings, empty_source_error, sample_ids
 from cptkit.durable import fsync_dir, fsync_tree, write_json
 from cptkit.errors import UserError
@@ -167,7 +168,8 @@ def prepare(cfg: Config, force: bool = False) -> dict[str, Manifest]:
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted prepare
-    spec, tok_hash, vocab = save_tokenizer(cfg, root / "tokenizer")
+    folder = root / "tokenizer"
+    spec, tok_hash, vocab = reuse_or_save(cfg.model, folder, force, lambda: save_tokenizer(cfg, folder))
     plans = source_plans(cfg)
     files = {p.name: _inputs(p) for p in plans}
     decon = decontaminating(plans)
