@@ -33,7 +33,7 @@ from cptkit.errors import UserError
 from cptkit.peft.config import fill_defaults as fill_peft_defaults
 from cptkit.regularizers.config import RegularizerConfig
 from cptkit.schema import INVALID, option, parse, to_dict
-from cptkit.tracking import LoggingConfig
+from cptkit.tracking.config import LoggingConfig
 from cptkit.train.config import DistributedConfig, TrainConfig
 
 __all__ = [

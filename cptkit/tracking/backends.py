@@ -13,12 +13,12 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cptkit.errors import UserError
 
 if TYPE_CHECKING:
-    from cptkit.tracking import LoggingConfig
+    from cptkit.tracking.config import LoggingConfig
 
 # MLflow limits (mlflow.utils.validation): values per log_batch call and a parameter value's length.
 _MLFLOW_METRICS_PER_BATCH = 1000
@@ -35,10 +35,20 @@ def _require(module: str, extra: str):
         raise UserError(f"logging.trackers: {extra} is not installed; pip install 'cptkit[{extra}]'") from None
 
 
+def flatten(record: dict, prefix: str = "", sep: str = "/") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'PREFIXa/b': 1}; leaves keep their values."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + sep, sep))
+        else:
+            out[name] = value
+    return out
+
+
 def _flat_params(config: dict) -> dict[str, str | int | float | bool]:
     """Dotted keys; lists, mappings and nulls as JSON text (trackers want scalar parameters)."""
-    from cptkit.tracking import flatten
-
     out = {}
     for key, value in flatten(config, sep=".").items():
         out[key] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
