@@ -143,15 +143,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cptkit", description="Continued pre-training of causal LMs.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def with_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="the run's YAML config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value by dotted key, e.g. --set train.lr=2e-5 (repeatable)")
 
-    def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("config", help="the run's YAML config")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value by dotted key, e.g. --set train.lr=2e-5 (repeatable)")
 
+def _core_commands(sub) -> None:
+    """`cptkit demo, prepare, plan, train`."""
     p = sub.add_parser("demo", help="offline end-to-end run on CPU: base model, CPT, eval, report")
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--quick", action="store_true", help="a smaller version that finishes in about a minute")
@@ -174,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in output_dir from its newest checkpoint (or the one named)")
     p.set_defaults(func=cmd_train)
 
+
+def _eval_command(sub) -> None:
+    """`cptkit eval`."""
     p = sub.add_parser("eval", help="perplexity and bits-per-byte of a model folder or checkpoint")
     with_config(p)
     p.add_argument("--checkpoint", required=True, help="a model folder (best/, final/) or checkpoints/step-N")
@@ -184,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score at most N documents per harness task (a quick look, not a result)")
     p.set_defaults(func=cmd_eval)
 
+
+def _select_command(sub) -> None:
+    """`cptkit select`."""
     p = sub.add_parser("select", help="keep a fraction of the domain corpus chosen by similarity, novelty, diversity")
     with_config(p)
     p.add_argument("--fraction", type=float, required=True, help="share of the domain corpus to keep, in (0, 1]")
@@ -204,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random: the seed (default 0)")
     p.set_defaults(func=cmd_select)
 
+
+def _sweep_command(sub) -> None:
+    """`cptkit sweep`."""
     p = sub.add_parser("sweep", help="proxy runs over replay ratios and token counts; fit the D-CPT law; recommend")
     with_config(p)
     p.add_argument("--replay", required=True, help="replay ratios to run, e.g. 0,0.05,0.25,0.5")
@@ -213,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="sweep folder (default OUTPUT_DIR/sweep); finished runs in it are reused")
     p.set_defaults(func=cmd_sweep)
 
+
+def _vocab_command(sub) -> None:
+    """`cptkit vocab`."""
     p = sub.add_parser("vocab", help="add up to N tokens learned from the domain corpus; write a model folder")
     with_config(p)
     p.add_argument("--add", type=int, required=True, metavar="N", help="the most new tokens to add")
@@ -231,10 +242,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale new embedding rows to the mean norm of the existing rows")
     p.set_defaults(func=cmd_vocab)
 
+
+def _report_command(sub) -> None:
+    """`cptkit report`."""
     p = sub.add_parser("report", help="report.html for one run, or a comparison of several")
     p.add_argument("run_dirs", nargs="+", help="run folders")
     p.add_argument("--out", help="where to write the report (default RUN_DIR/report.html)")
     p.set_defaults(func=cmd_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cptkit", description="Continued pre-training of causal LMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_core_commands, _eval_command, _select_command, _sweep_command, _vocab_command, _report_command):
+        add(sub)
     return parser
 
 
