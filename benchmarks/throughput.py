@@ -1,15 +1,18 @@
 """Training throughput: cptkit against the standard Hugging Face way, side by side.
 
-Baseline ("hf"): transformers.Trainer with DataCollatorForLanguageModeling(mlm=False) over
-documents truncated to the sequence length and padded per batch, the way run_clm-style scripts
-feed documents. cptkit ("cptkit"): `cptkit train` on the same documents, packed with
-per-document attention. Same model config and initial weights, tokenizer, sequence length,
-micro batch, global batch, optimizer settings and thread count.
+Two baselines, both transformers.Trainer:
+    hf          DataCollatorForLanguageModeling(mlm=False) over documents truncated to the
+                sequence length and padded per batch, the way instruction-style scripts feed them;
+    hf-packed   run_clm.py's `group_texts`: every document (BOS + text + EOS) concatenated and
+                cut into full blocks, attention across document boundaries (no masking).
+cptkit ("cptkit"): `cptkit train` on the same documents, packed with per-document attention.
+Same model config and initial weights, tokenizer, sequence length, micro batch, global batch,
+optimizer settings and thread count.
 
 The figure that matters is *target tokens per second*: tokens the model is actually trained
 to predict (padding and cut-off text are not). Input tokens per second are printed too.
 The first `--warmup` optimizer steps of each run are not timed. Runs alternate (hf, cptkit,
-hf, cptkit, ...) in fresh processes so machine noise hits both; the ratio is per pair.
+hf, hf-packed, cptkit, ...) in fresh processes so machine noise hits all; ratios are per round.
 
     python benchmarks/throughput.py                  # general English corpus (mixed lengths)
     python benchmarks/throughput.py --corpus code    # long documents (Python source files)
@@ -29,7 +32,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SEQ_LEN, MICRO, ACCUM, LR = 256, 8, 2, 1e-3
+SEQ_LEN, MICRO, ACCUM, LR = 512, 4, 2, 1e-3  # the issue's geometry: sequence 512, micro batch 4
+
+
+SIDES = ("hf", "hf-packed", "cptkit")
 
 
 def build(folder: Path) -> dict:
@@ -62,7 +68,20 @@ def run_cptkit(paths: dict, corpus: str, steps: int, warmup: int, out: Path) -> 
             "inputs": len(timed) * SEQ_LEN * MICRO * ACCUM}
 
 
-def run_hf(paths: dict, corpus: str, steps: int, warmup: int, out: Path) -> dict:
+def group_texts(docs: list[list[int]]) -> list[dict]:
+    """run_clm.py's packing: concatenate, drop the remainder, cut into SEQ_LEN blocks."""
+    flat = [t for ids in docs for t in ids]
+    return [{"input_ids": flat[i : i + SEQ_LEN]} for i in range(0, len(flat) // SEQ_LEN * SEQ_LEN, SEQ_LEN)]
+
+
+def packed_collator(features: list[dict]) -> dict:
+    import torch
+
+    ids = torch.tensor([f["input_ids"] for f in features])
+    return {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
+
+
+def run_hf(paths: dict, corpus: str, steps: int, warmup: int, out: Path, packed: bool = False) -> dict:
     import torch
     from transformers import (
         AutoModelForCausalLM,
@@ -75,9 +94,9 @@ def run_hf(paths: dict, corpus: str, steps: int, warmup: int, out: Path) -> dict
 
     tok = AutoTokenizer.from_pretrained(paths["model"])
     docs = [json.loads(line)["text"] for line in open(paths[corpus], encoding="utf-8")]
-    data = [{"input_ids": ([tok.bos_token_id] + ids + [tok.eos_token_id])[:SEQ_LEN]}
-            for ids in tok(docs, add_special_tokens=False)["input_ids"]]
-    collator = DataCollatorForLanguageModeling(tok, mlm=False)
+    docs = [[tok.bos_token_id] + ids + [tok.eos_token_id] for ids in tok(docs, add_special_tokens=False)["input_ids"]]
+    data = group_texts(docs) if packed else [{"input_ids": ids[:SEQ_LEN]} for ids in docs]
+    collator = packed_collator if packed else DataCollatorForLanguageModeling(tok, mlm=False)
     counts = {"targets": 0, "inputs": 0, "step": 0}
     marks: dict[int, float] = {}
 
@@ -108,18 +127,19 @@ def run_hf(paths: dict, corpus: str, steps: int, warmup: int, out: Path) -> dict
 
 def side(args) -> None:
     paths = json.loads(Path(args.paths).read_text())
-    fn = run_hf if args.side == "hf" else run_cptkit
-    result = fn(paths, args.corpus, args.steps, args.warmup, Path(args.out))
+    fn = run_cptkit if args.side == "cptkit" else run_hf
+    extra = {"packed": True} if args.side == "hf-packed" else {}
+    result = fn(paths, args.corpus, args.steps, args.warmup, Path(args.out), **extra)
     print("RESULT " + json.dumps(result))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", choices=["general", "code"], default="general")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--side", choices=["hf", "cptkit"], help=argparse.SUPPRESS)
+    p.add_argument("--side", choices=list(SIDES), help=argparse.SUPPRESS)
     p.add_argument("--paths", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -129,9 +149,9 @@ def main() -> None:
         tmp = Path(tmp)
         paths_file = tmp / "paths.json"
         paths_file.write_text(json.dumps(build(tmp)))
-        results: dict[str, list[dict]] = {"hf": [], "cptkit": []}
+        results: dict[str, list[dict]] = {name: [] for name in SIDES}
         for r in range(args.repeats):
-            for name in ("hf", "cptkit"):
+            for name in SIDES:
                 cmd = [sys.executable, __file__, "--side", name, "--paths", str(paths_file), "--corpus", args.corpus,
                        "--steps", str(args.steps), "--warmup", str(args.warmup), "--out", str(tmp / f"{name}-{r}")]
                 done = subprocess.run(cmd, capture_output=True, text=True)
@@ -149,15 +169,16 @@ def report(results: dict[str, list[dict]], args) -> None:
     print(f"corpus {args.corpus}, seq_len {SEQ_LEN}, micro batch {MICRO}, {args.steps - args.warmup} timed steps, "
           f"{args.repeats} alternating pairs, torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
     print(f"{'':10}{'target tok/s':>14}{'input tok/s':>14}{'targets/step':>14}")
-    for name in ("hf", "cptkit"):
+    for name in SIDES:
         rs = results[name]
         steps = args.steps - args.warmup
         print(f"{name:10}{statistics.median(rate(x, 'targets') for x in rs):14,.0f}"
               f"{statistics.median(rate(x, 'inputs') for x in rs):14,.0f}"
               f"{statistics.median(x['targets'] / steps for x in rs):14,.0f}")
-    ratios = [rate(c, "targets") / rate(h, "targets") for h, c in zip(results["hf"], results["cptkit"])]
-    print(f"ratio cptkit / hf, target tokens per second: median {statistics.median(ratios):.2f}x "
-          f"(pairs: {', '.join(f'{x:.2f}' for x in ratios)})")
+    for base in ("hf", "hf-packed"):
+        ratios = [rate(c, "targets") / rate(h, "targets") for h, c in zip(results[base], results["cptkit"])]
+        print(f"ratio cptkit / {base}, target tokens per second: median {statistics.median(ratios):.2f}x "
+              f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
 
 
 if __name__ == "__main__":
