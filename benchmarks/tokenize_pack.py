@@ -90,6 +90,7 @@ def run_hf(folder: Path, model: Path, corpus: Path, i: int) -> dict:
     script = folder / "hf_tokenize_pack.py"
     script.write_text(HF_SCRIPT)
     files = [str(f) for f in sorted(corpus.iterdir())]
+    shutil.rmtree(folder / f"hf-cache-{i}", ignore_errors=True)  # a cache left by an earlier run would be reused
     r = run_measured([sys.executable, str(script), str(model), str(folder / f"hf-cache-{i}"), str(BLOCK), str(CORES), *files],
                      env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(folder / f"hf-cache-{i}")})
     r["tokens"] = json.loads(r["output"].strip().splitlines()[-1])["tokens"]
