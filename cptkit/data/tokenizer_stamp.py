@@ -3,8 +3,8 @@
 `prepare` saves the model's tokenizer (loaded with transformers) into PREPARED/tokenizer for
 the workers, and its fingerprint is part of every part key. Loading it costs seconds before
 any document is read (importing torch and transformers, building the tokenizer), and every
-`cptkit train` runs prepare to check its shards. So beside the folder a stamp records what the
-folder was made from and what it gave: for a local model folder, the path, revision and
+`cptkit train` runs prepare to check its shards. So a stamp, PREPARED/.work/tokenizer.stamp.json,
+records what the folder was made from and what it gave: for a local model folder, the path, revision and
 trust_remote_code setting, the name, size and modification time of every file in it except
 weights, and the transformers and tokenizers versions; then the worker spec, fingerprint and
 vocabulary size. When the stamp still describes the model folder and the saved folder's files
@@ -54,7 +54,8 @@ def source_identity(model) -> dict | None:
 
 
 def stamp_path(folder: Path) -> Path:
-    return folder.with_name(folder.name + ".stamp.json")
+    """PREPARED/.work/tokenizer.stamp.json: beside the parts, out of the prepared folder's listing."""
+    return folder.parent / ".work" / (folder.name + ".stamp.json")
 
 
 def reuse_or_save(model, folder: Path, force: bool, save: Callable[[], Saved]) -> Saved:
@@ -72,6 +73,7 @@ def reuse_or_save(model, folder: Path, force: bool, save: Callable[[], Saved]) -
     stamp.unlink(missing_ok=True)  # the folder is about to be replaced: no stamp may outlive it
     spec, digest, vocab = save()
     if identity is not None:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
         write_json(stamp, {"identity": identity, "digest": digest, "vocab": vocab,
                            "spec": {"start_id": spec.start_id, "eos_id": spec.eos_id, "use_backend": spec.use_backend}})
     return spec, digest, vocab
