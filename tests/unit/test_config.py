@@ -139,3 +139,20 @@ def test_any_value_for_any_key_is_accepted_or_named(tmp_path_factory, key, value
         # Each problem names the dotted key it is about (a section, or the key itself).
         assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
         assert any(p.startswith(key.split(".")[0]) for p in exc.problems), exc.problems
+
+
+def test_loading_a_config_imports_no_torch(tmp_path):
+    """Config is a leaf: `cptkit plan`, validation and tools that only read configs stay light."""
+    import subprocess
+    import sys
+
+    (tmp_path / "d.jsonl").write_text('{"text": "x"}\n')
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"model": {"name_or_path": "org/model"}, "data": {"domain": {"paths": [str(tmp_path / "d.jsonl")]},
+                                      "general": {"paths": [str(tmp_path / "d.jsonl")]}},
+                                      "mix": {"curriculum": {"start": 0.5, "end": 0.1}}, "output_dir": str(tmp_path / "run")}))
+    code = ("import sys\nfrom cptkit.config import load_config\nload_config(sys.argv[1])\n"
+            "heavy = sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules)\nprint(heavy)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "torch" not in done.stdout and "transformers" not in done.stdout, done.stdout
