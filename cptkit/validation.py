@@ -47,8 +47,8 @@ def _check_train(cfg: Config) -> list[str]:
         p.append("train.max_tokens and train.max_steps: give one budget, not both")
     if t.global_batch_tokens < d.seq_len * t.micro_batch_size:
         p.append(
-            f"train.global_batch_tokens: {t.global_batch_tokens} is less than one micro batch "
-            f"(data.seq_len {d.seq_len} x train.micro_batch_size {t.micro_batch_size})"
+            f"train.global_batch_tokens, data.seq_len and train.micro_batch_size: {t.global_batch_tokens} "
+            f"tokens per step is less than one micro batch ({d.seq_len} x {t.micro_batch_size})"
         )
     # Under an adapter method the scale also applies to the output layer (train.peft's own rule).
     if t.freeze_embeddings and t.embedding_lr_scale != 1.0 and not t.peft.active:
