@@ -57,3 +57,17 @@ def test_merge_harness_keeps_every_other_key(tmp_path):
     merge_harness(tmp_path, "final", {"tasks": {"t": {"acc": 0.5}}})
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s == {"base": {"domain_ppl": 3.0}, "harness": {"best": {"x": 1}, "final": {"tasks": {"t": {"acc": 0.5}}}}}
+
+
+def test_a_summary_write_that_fails_midway_leaves_the_old_summary(tmp_path, monkeypatch):
+    old = {"base": {"domain_ppl": 3.0}}
+    (tmp_path / "summary.json").write_text(json.dumps(old))
+
+    def disk_full(path):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("cptkit.durable.fsync_file", disk_full)  # the new file never reaches the disk
+    with pytest.raises(OSError):
+        merge_harness(tmp_path, "final", {"tasks": {"t": {"acc": 0.5}}})
+    assert json.loads((tmp_path / "summary.json").read_text()) == old
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
