@@ -167,7 +167,7 @@ def report(results: dict[str, list[dict]], args) -> None:
         return x[key] / x["seconds"]
 
     print(f"corpus {args.corpus}, seq_len {SEQ_LEN}, micro batch {MICRO}, {args.steps - args.warmup} timed steps, "
-          f"{args.repeats} alternating pairs, torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
+          f"{args.repeats} alternating rounds, torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
     print(f"{'':10}{'target tok/s':>14}{'input tok/s':>14}{'targets/step':>14}")
     for name in SIDES:
         rs = results[name]
