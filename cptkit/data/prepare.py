@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from cptkit.config import Config, SourceConfig
 from cptkit.data import hfsource
 from cptkit.data.assemble import step_table, write_unit
 from cptkit.data.curate import PartTask, part_folder
+from cptkit.data.early_tokenizer import EarlyStart, early_start
 from cptkit.data.executors import run_tasks
 from cptkit.data.lang import rules_off
 from cptkit.data.manifest import FORMAT_VERSION, Manifest, read_manifest
@@ -44,7 +46,7 @@ from cptkit.data.shards import token_dtype
 from cptkit.data.splits import DocumentTable, assign_splits
 from cptkit.data.steps import StepStats
 from cptkit.data.tokenize import TokenizerSpec
-from cptkit.data.tokenizer_stamp import reuse_or_save
+from cptkit.data.tokenizer_stamp import reuse, save_stamped
 from cptkit.data.wipeout import DropWarning, drop_warnings, empty_source_error, sample_ids
 from cptkit.durable import fsync_dir, fsync_tree, write_json
 from cptkit.errors import UserError
@@ -166,14 +168,21 @@ def prepare(cfg: Config, force: bool = False) -> dict[str, Manifest]:
     """Prepare every source of the config; return {folder name: manifest}."""
     root = cfg.prepared_dir
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):
+    for stale in [*root.glob(".tmp-*"), *root.glob("tokenizer.tmp-*")]:
         shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted prepare
-    folder = root / "tokenizer"
-    spec, tok_hash, vocab = reuse_or_save(cfg.model, folder, force, lambda: save_tokenizer(cfg, folder))
     plans = source_plans(cfg)
     files = {p.name: _inputs(p) for p in plans}
     decon = decontaminating(plans)
-    keys = {p.name: part_key(p, files[p.name], tok_hash, cfg, needs_signatures(p, decon)) for p in plans}
+    folder = root / "tokenizer"
+    saved, units = reuse(cfg.model, folder, force), None
+    fresh = force or not any(read_manifest(root / p.name) for p in plans)
+    if saved is None and fresh and cfg.data.executor == "local":  # a Ray worker may not see the model folder
+        early = early_start(cfg.model, lambda: save_stamped(cfg.model, folder, lambda: save_tokenizer(cfg, folder)))
+        if early is not None:  # nothing to reuse: the workers start before transformers has loaded
+            units = _run_early(cfg, plans, files, early, decon)
+            saved = early.saved()
+    spec, tok_hash, vocab = saved or save_stamped(cfg.model, folder, lambda: save_tokenizer(cfg, folder))
+    keys = _part_keys(cfg, plans, files, tok_hash, decon)
     manifests: dict[str, Manifest] = {}
     todo = []
     for plan in plans:
@@ -189,16 +198,50 @@ def prepare(cfg: Config, force: bool = False) -> dict[str, Manifest]:
     if not todo:
         _refuse_empty(manifests)
         return manifests
-    # A corpus-wide step looks at every unit, so all of them need their parts.
-    wide = any(any(s.name in CORPUS_WIDE for s in p.specs) for p, _ in todo)
-    needed = plans if wide else [p for p, _ in todo]
-    dtype = token_dtype(vocab)
-    units = _run_parts(cfg, needed, files, keys, spec, dtype.name, force, decon)
+    if units is None:
+        # A corpus-wide step looks at every unit, so all of them need their parts.
+        wide = any(any(s.name in CORPUS_WIDE for s in p.specs) for p, _ in todo)
+        needed = plans if wide else [p for p, _ in todo]
+        units = _run_parts(cfg, needed, files, keys, spec, token_dtype(vocab).name, force, decon)
     assign_splits(list(units.values()), cfg.data.heldout_fraction, cfg.data.heldout_max_docs)
     for plan, key in todo:
         manifests[plan.name] = _write(cfg, units[plan.name], units, files[plan.name], key, spec, vocab, root)
     _refuse_empty(manifests)
     return {p.name: manifests[p.name] for p in plans if p.name in manifests}
+
+
+def _part_keys(cfg: Config, plans: list[SourcePlan], files, tok_hash: str, decon: bool) -> dict[str, str]:
+    return {p.name: part_key(p, files[p.name], tok_hash, cfg, needs_signatures(p, decon)) for p in plans}
+
+
+class _GuessFailed(Exception):
+    """The tokenizer transformers saved is not the one the workers were started with."""
+
+
+def _run_early(cfg: Config, plans: list[SourcePlan], files, early: EarlyStart, decon: bool
+               ) -> dict[str, DocumentTable] | None:
+    """Every plan's parts, made with the early guess (early_tokenizer.py); None when the guess
+    does not hold, its parts discarded. The part markers get their keys at the first finished
+    part, once the saved tokenizer confirms the guess, so a crash after it resumes by part."""
+    work = cfg.prepared_dir / ".work"
+
+    def confirm() -> None:
+        if not early.holds():
+            raise _GuessFailed
+        keys = _part_keys(cfg, plans, files, early.saved()[1], decon)
+        for plan in plans:
+            marker = work / plan.name / "key.json"
+            write_json(marker, {**json.loads(marker.read_text()), "key": keys[plan.name]})
+
+    try:
+        return _run_parts(cfg, plans, files, None, early.spec, token_dtype(early.vocab).name, True, decon, confirm)
+    except _GuessFailed:
+        log.info("the saved tokenizer differs from %s/tokenizer.json; tokenizing again", cfg.model.name_or_path)
+        for plan in plans:
+            shutil.rmtree(work / plan.name, ignore_errors=True)
+        return None
+    finally:
+        early.join()  # on an error too: the thread's tokenizer folder is complete before prepare stops
 
 
 def _guard(cfg: Config, plan: SourcePlan, folder: Path, steps: list[dict], train_docs: int, read: int
@@ -228,16 +271,18 @@ def _refuse_empty(manifests: dict[str, Manifest]) -> None:
         raise UserError(f"prepare: {len(problems)} training source(s) left with no document:", problems)
 
 
-def _run_parts(cfg: Config, plans: list[SourcePlan], files, keys, spec, dtype: str, force: bool, decon: bool
-               ) -> dict[str, DocumentTable]:
-    """Make sure every part of every plan is finished; return the loaded units."""
+def _run_parts(cfg: Config, plans: list[SourcePlan], files, keys: dict[str, str] | None, spec, dtype: str,
+               force: bool, decon: bool, confirm: Callable[[], None] | None = None) -> dict[str, DocumentTable]:
+    """Make sure every part of every plan is finished; return the loaded units. Without `keys`
+    (an early start) the parts are planned afresh and `confirm()` runs at the first finished part."""
     work = cfg.prepared_dir / ".work"
     workers = cfg.data.num_workers or min(os.cpu_count() or 1, 16)
     threads = max((os.cpu_count() or 1) // workers, 1)
     tasks, units = [], {}
     for plan in plans:
         folder = work / plan.name
-        parts = _part_list(cfg, plan, files[plan.name], keys[plan.name], folder, force, workers)
+        key = keys[plan.name] if keys is not None else None
+        parts = _part_list(cfg, plan, files[plan.name], key, folder, force, workers)
         signed = needs_signatures(plan, decon)
         minhash = cfg.data.minhash if signed else None
         for part in parts:
@@ -250,24 +295,29 @@ def _run_parts(cfg: Config, plans: list[SourcePlan], files, keys, spec, dtype: s
         log.info("curating %d of %d parts with %d %s worker(s)", len(tasks), total, workers, cfg.data.executor)
     started = time.time()
     for done, result in enumerate(run_tasks(tasks, cfg.data.executor, workers, cfg.data.ray_address), start=1):
+        if confirm is not None and done == 1:
+            confirm()
         log.info("part %d/%d done: %s documents read, %s kept (%.0f s)", done, len(tasks),
                  f"{result['read']:,}", f"{result['kept']:,}", time.time() - started)
         crash_point(f"prepare:parts:{done}")
+    if confirm is not None and not tasks:
+        confirm()
     for unit in units.values():
         unit.load()
     return units
 
 
-def _part_list(cfg: Config, plan: SourcePlan, files, key: str, folder: Path, force: bool, workers: int
+def _part_list(cfg: Config, plan: SourcePlan, files, key: str | None, folder: Path, force: bool, workers: int
                ) -> list[Part]:
     """The unit's parts, planned once per part key; finished parts of an older key are removed.
+    A key of None (an early start, not yet confirmed) matches no saved plan.
 
     The plan depends on the worker count (enough parts for every worker), but it is saved with
     the key and reused as it is, so a prepare resumed with other workers redoes only the parts
     left unfinished; the output does not depend on the plan (see parts.py)."""
     marker = folder / "key.json"
     saved = json.loads(marker.read_text()) if marker.is_file() else None
-    if force or saved is None or saved.get("key") != key:
+    if force or key is None or saved is None or saved.get("key") != key:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         target = part_target(source_bytes(plan.source, files), workers, cfg.data.part_bytes)

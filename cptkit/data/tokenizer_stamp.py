@@ -60,18 +60,30 @@ def stamp_path(folder: Path) -> Path:
 
 def reuse_or_save(model, folder: Path, force: bool, save: Callable[[], Saved]) -> Saved:
     """The saved tokenizer of `model` in `folder`: the stamped one if still valid, else `save()`'s."""
+    return reuse(model, folder, force) or save_stamped(model, folder, save)
+
+
+def reuse(model, folder: Path, force: bool) -> Saved | None:
+    """The stamped tokenizer folder of `model`, if the stamp still describes it; else None."""
     identity = source_identity(model)
     stamp = stamp_path(folder)
-    if identity is not None and not force and stamp.is_file() and folder.is_dir():
-        try:
-            saved = json.loads(stamp.read_text())
-        except (OSError, ValueError):
-            saved = None
-        if saved and saved.get("identity") == identity and folder_digest(folder) == saved.get("digest"):
-            spec = TokenizerSpec(str(folder), **saved["spec"])
-            return spec, saved["digest"], int(saved["vocab"])
+    if identity is None or force or not stamp.is_file() or not folder.is_dir():
+        return None
+    try:
+        saved = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return None
+    if saved and saved.get("identity") == identity and folder_digest(folder) == saved.get("digest"):
+        return TokenizerSpec(str(folder), **saved["spec"]), saved["digest"], int(saved["vocab"])
+    return None
+
+
+def save_stamped(model, folder: Path, save: Callable[[], Saved]) -> Saved:
+    """`save()` the tokenizer of `model` into `folder`, and stamp it when `model` is a local folder."""
+    stamp = stamp_path(folder)
     stamp.unlink(missing_ok=True)  # the folder is about to be replaced: no stamp may outlive it
     spec, digest, vocab = save()
+    identity = source_identity(model)
     if identity is not None:
         stamp.parent.mkdir(parents=True, exist_ok=True)
         write_json(stamp, {"identity": identity, "digest": digest, "vocab": vocab,
