@@ -27,10 +27,9 @@ from pathlib import Path
 
 from cptkit.data.shards import token_dtype
 from cptkit.data.tokenize import TokenizerSpec
+from cptkit.data.tokenizer_stamp import Saved
 
 log = logging.getLogger(__name__)
-
-Saved = tuple[TokenizerSpec, str, int]  # worker spec, fingerprint, vocabulary size
 
 
 def _token(value) -> str | None:

@@ -46,7 +46,7 @@ from cptkit.data.shards import token_dtype
 from cptkit.data.splits import DocumentTable, assign_splits
 from cptkit.data.steps import StepStats
 from cptkit.data.tokenize import TokenizerSpec
-from cptkit.data.tokenizer_stamp import reuse, save_stamped
+from cptkit.data.tokenizer_stamp import Saved, reuse, save_stamped
 from cptkit.data.wipeout import DropWarning, drop_warnings, empty_source_error, sample_ids
 from cptkit.durable import fsync_dir, fsync_tree, write_json
 from cptkit.errors import UserError
@@ -173,15 +173,7 @@ def prepare(cfg: Config, force: bool = False) -> dict[str, Manifest]:
     plans = source_plans(cfg)
     files = {p.name: _inputs(p) for p in plans}
     decon = decontaminating(plans)
-    folder = root / "tokenizer"
-    saved, units = reuse(cfg.model, folder, force), None
-    fresh = force or not any(read_manifest(root / p.name) for p in plans)
-    if saved is None and fresh and cfg.data.executor == "local":  # a Ray worker may not see the model folder
-        early = early_start(cfg.model, lambda: save_stamped(cfg.model, folder, lambda: save_tokenizer(cfg, folder)))
-        if early is not None:  # nothing to reuse: the workers start before transformers has loaded
-            units = _run_early(cfg, plans, files, early, decon)
-            saved = early.saved()
-    spec, tok_hash, vocab = saved or save_stamped(cfg.model, folder, lambda: save_tokenizer(cfg, folder))
+    (spec, tok_hash, vocab), units = _tokenizer(cfg, plans, files, decon, force)
     keys = _part_keys(cfg, plans, files, tok_hash, decon)
     manifests: dict[str, Manifest] = {}
     todo = []
@@ -208,6 +200,29 @@ def prepare(cfg: Config, force: bool = False) -> dict[str, Manifest]:
         manifests[plan.name] = _write(cfg, units[plan.name], units, files[plan.name], key, spec, vocab, root)
     _refuse_empty(manifests)
     return {p.name: manifests[p.name] for p in plans if p.name in manifests}
+
+
+def _tokenizer(cfg: Config, plans: list[SourcePlan], files, decon: bool, force: bool
+               ) -> tuple[Saved, dict[str, DocumentTable] | None]:
+    """The saved tokenizer (reused while its stamp holds), and the units if the workers already
+    made them: with nothing to reuse they start before transformers has loaded (early_tokenizer.py;
+    a Ray worker may not see the model folder, so Ray waits for the load)."""
+    root = cfg.prepared_dir
+    folder = root / "tokenizer"
+
+    def load() -> Saved:
+        return save_stamped(cfg.model, folder, lambda: save_tokenizer(cfg, folder))
+
+    saved = reuse(cfg.model, folder, force)
+    if saved is not None or cfg.data.executor != "local":
+        return saved or load(), None
+    if not force and any(read_manifest(root / p.name) for p in plans):
+        return load(), None  # shards may still be up to date: find out before tokenizing anything
+    early = early_start(cfg.model, load)
+    if early is None:
+        return load(), None
+    units = _run_early(cfg, plans, files, early, decon)
+    return early.saved(), units
 
 
 def _part_keys(cfg: Config, plans: list[SourcePlan], files, tok_hash: str, decon: bool) -> dict[str, str]:
@@ -310,14 +325,14 @@ def _run_parts(cfg: Config, plans: list[SourcePlan], files, keys: dict[str, str]
 def _part_list(cfg: Config, plan: SourcePlan, files, key: str | None, folder: Path, force: bool, workers: int
                ) -> list[Part]:
     """The unit's parts, planned once per part key; finished parts of an older key are removed.
-    A key of None (an early start, not yet confirmed) matches no saved plan.
+    An early start, whose key is not known yet (None), comes with `force`: planned afresh.
 
     The plan depends on the worker count (enough parts for every worker), but it is saved with
     the key and reused as it is, so a prepare resumed with other workers redoes only the parts
     left unfinished; the output does not depend on the plan (see parts.py)."""
     marker = folder / "key.json"
     saved = json.loads(marker.read_text()) if marker.is_file() else None
-    if force or key is None or saved is None or saved.get("key") != key:
+    if force or saved is None or saved.get("key") != key:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         target = part_target(source_bytes(plan.source, files), workers, cfg.data.part_bytes)
