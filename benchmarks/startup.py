@@ -9,6 +9,9 @@ the step-0 evaluation, the first step) with wall-clock timers, then runs the com
 "Imports" is the time until the training code is loaded; "other" is what no phase covers
 (interpreter start, wrapping the model, building the run state).
 
+Each round times two runs: "first", with no kept step-0 record (the first run of a sweep), and
+"later", which reuses the record the first one kept (`eval.reuse_base`).
+
     python benchmarks/startup.py                 # 3 rounds, medians per phase
     python benchmarks/startup.py --repeats 5
 """
@@ -59,6 +62,8 @@ timed(setup, "ensure_document_masking", "check: packed attention")
 timed(setup, "eval_sets", "eval sets")
 timed(loop, "perplexity", "step-0 eval: perplexity")
 timed(loop, "score_probe_sets", "step-0 eval: probes")
+timed(setup.base_scores, "base_key", "step-0 key (weights, windows, code hashed)")
+timed(loop.base_scores, "load", "step-0 record read")
 real_step = loop.train_step
 def first_step(run, rows):
     start = time.perf_counter()
@@ -93,9 +98,11 @@ def build(folder: Path) -> Path:
     return path
 
 
-def one_round(config: Path, folder: Path) -> dict:
+def one_round(config: Path, folder: Path, first: bool) -> dict:
     script = folder / "startup_child.py"
     script.write_text(CHILD)
+    if first:
+        subprocess.run(["rm", "-rf", str(folder / "shards" / "base-scores")], check=True)
     for run in (folder / "run").glob("*"):  # a fresh run folder each round
         subprocess.run(["rm", "-rf", str(run)], check=True)
     started = time.perf_counter()
@@ -121,13 +128,16 @@ def main() -> None:
     args = p.parse_args()
     folder = args.dir or Path(tempfile.mkdtemp(prefix="cptkit-startup-"))
     config = build(folder)
-    rounds = [one_round(config, folder) for _ in range(args.repeats)]
-    names = list(rounds[0])
-    print(f"`cptkit train` to the end of its first optimizer step, {args.repeats} rounds (seconds, median):")
+    rounds = [(one_round(config, folder, True), one_round(config, folder, False)) for _ in range(args.repeats)]
+    names = list(dict.fromkeys([*rounds[0][0], *rounds[0][1]]))
+    print(f"`cptkit train` to the end of its first optimizer step, {args.repeats} rounds (seconds, median; "
+          "first run of a sweep | a later run reusing the step-0 record):")
     for name in names:
-        values = [r.get(name, 0.0) for r in rounds]
-        print(f"  {name:36s} {statistics.median(values):7.2f}   ({', '.join(f'{v:.2f}' for v in values)})")
-
+        cells = []
+        for side in (0, 1):
+            values = [r[side].get(name, 0.0) for r in rounds]
+            cells.append(f"{statistics.median(values):6.2f} ({', '.join(f'{v:.2f}' for v in values)})")
+        print(f"  {name:44s} {cells[0]:28s} | {cells[1]}")
 
 if __name__ == "__main__":
     main()

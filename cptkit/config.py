@@ -122,6 +122,10 @@ class EvalConfig:
         16, gt=0, help="Greedy tokens generated per probe; the continuation must begin with the answer."
     )
     probe_batch_size: int = option(32, gt=0, help="Probe sequences per forward (they are short).")
+    reuse_base: bool = option(
+        True, help="A fresh run reuses the step-0 scores an earlier run kept in PREPARED_DIR/base-scores/ when the "
+        "weights, eval windows, probes, tokenizer, settings and code are all the same; false scores the base again.",
+    )
 
 
 @dataclass

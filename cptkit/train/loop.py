@@ -13,6 +13,7 @@ import time
 
 from cptkit import checkpoint
 from cptkit.config import Config
+from cptkit.evaluation import base_scores
 from cptkit.evaluation.perplexity import evaluate as perplexity
 from cptkit.evaluation.probes import score_probe_sets
 from cptkit.evaluation.summary import complete_summary
@@ -107,7 +108,25 @@ def evaluate(run: Run) -> str | None:
 
 
 def measure(run: Run) -> EvalRecord:
-    """Perplexity and bits per byte of every eval set, and the probes, at the current weights."""
+    """Perplexity and bits per byte of every eval set, and the probes, at the current weights;
+    at step 0 of a fresh run, an earlier run's identical record where one is kept (base_scores)."""
+    base = run.step == 0 and run.base_key is not None
+    kept = reused_base(run) if base else None
+    metrics, rows = kept or score(run)
+    if base and kept is None and run.dist.is_main:
+        base_scores.store(run.cfg.prepared_dir, run.base_key, metrics, rows, run.dir)
+    if run.probe_sets:
+        run.logs.probes(run.step, run.tokens, rows)
+    return EvalRecord(run.step, run.tokens, metrics)
+
+
+def reused_base(run: Run) -> tuple[dict, list[dict]] | None:
+    """The main process reads the kept record and every process gets its answer."""
+    kept = base_scores.load(run.cfg.prepared_dir, run.base_key) if run.dist.is_main else None
+    return run.dist.broadcast_object(kept)
+
+
+def score(run: Run) -> tuple[dict, list[dict]]:
     cfg, dist = run.cfg, run.dist
     run.model.eval()
     metrics = perplexity(
@@ -117,6 +136,7 @@ def measure(run: Run) -> EvalRecord:
         document_masking=cfg.train.document_masking,
     )
     crash_point(f"eval:{run.step}")
+    rows: list[dict] = []
     if run.probe_sets:
         # Every process scores the same probes on whole weights (gathered under FSDP).
         scores, rows = dist.call_gathered(
@@ -124,9 +144,8 @@ def measure(run: Run) -> EvalRecord:
             dist.accelerator.unwrap_model(run.model).chunk, cfg.eval.probe_batch_size, cfg.eval.probe_new_tokens,
         )
         metrics.update(scores)
-        run.logs.probes(run.step, run.tokens, rows)
     run.model.train()
-    return EvalRecord(run.step, run.tokens, metrics)
+    return metrics, rows
 
 
 def judge(run: Run, record: EvalRecord) -> bool:

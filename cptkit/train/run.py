@@ -169,6 +169,7 @@ class Run:
     peft_model: object | None = None  # train.peft: the PeftModel around the HF model, else None
     method: dict = field(default_factory=lambda: {"method": "full"})  # peft.adapters.method_summary
     base_fingerprint: str | None = None  # train.peft: digest of the frozen weights (peft.training)
+    base_key: str | None = None  # eval.reuse_base on a fresh run: names its step-0 record (base_scores)
 
     def __post_init__(self) -> None:
         self.best = BestTracker(self.cfg.checkpoint.metric, export=lambda: self.export("best"))

@@ -21,6 +21,7 @@ from cptkit.data.prepare import prepare, source_plans
 from cptkit.data.shards import WindowIndex, open_split
 from cptkit.distributed import Dist, setup
 from cptkit.errors import UserError
+from cptkit.evaluation import base_scores
 from cptkit.evaluation.perplexity import EvalSet, build_eval_set
 from cptkit.evaluation.probe_sets import load_probe_sets
 from cptkit.faults import StepFaults
@@ -93,6 +94,9 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
     tokenizer, model, chunk, peft_model = starting_model(cfg, dist.device)
     method = method_summary(model, peft_of(cfg))  # counted before wrapping (FSDP shards)
     base = peft.base_fingerprint(model) if peft_model is not None else None
+    sets = eval_sets(cfg, manifests)
+    key = base_scores.base_key(cfg, model, tokenizer, sets, probe_sets, chunk, dist) \
+        if target is None and cfg.eval.reuse_base else None
     stream = TrainStream(train_windows(cfg, manifests, plan.domain_names + plan.general_names), plan.shares,
                          cfg.train.seed, cfg.train.document_masking)
     # Before the model is wrapped (DDP, FSDP) and before a resume loads its checkpoint: the
@@ -109,13 +113,13 @@ def build_run(cfg: Config, resume: bool | str) -> Run:
     peft.bind_reference(regularizer, dist, module)
     run = Run(
         cfg=cfg, dir=run_dir, dist=dist, plan=plan, model=module, optimizer=optimizer, tokenizer=tokenizer,
-        stream=stream, eval_sets=eval_sets(cfg, manifests), probe_sets=probe_sets, regularizer=regularizer,
+        stream=stream, eval_sets=sets, probe_sets=probe_sets, regularizer=regularizer,
         guard=StepGuard(cfg.train.max_bad_steps, cfg.train.spike_factor, scaled_fp16=dist.precision.scaler is not None),
         budget=ForgettingBudget(cfg.train.forgetting_budget, cfg.train.forgetting_action,
                                 cfg.train.rollback_lr_factor, cfg.train.rollback_replay, cfg.train.max_rollbacks),
         faults=StepFaults(dist.accelerator.unwrap_model(module)),
         stages=build_stages(cfg.train, dist.accelerator.unwrap_model(module).lm, optimizer, cfg.model.name_or_path),
-        peft_model=peft_model, method=method, base_fingerprint=base,
+        peft_model=peft_model, method=method, base_fingerprint=base, base_key=key,
     )
     if target is not None:
         resume_from(run, target)
