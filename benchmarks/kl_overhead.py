@@ -17,7 +17,7 @@ size (ru_maxrss), printed whole and above the process's resident size before the
 loaded (interpreter and libraries), which is the stricter ratio. Targets: time <= 1.3x and
 peak memory <= 1.3x plain.
 
-    python benchmarks/kl_overhead.py                     # the demo's model (vocab 4096, 4 layers, 5.3M)
+    python benchmarks/kl_overhead.py                     # the demo's model (vocab 4096, 4 layers, 2.56M parameters)
     python benchmarks/kl_overhead.py --steps 8 --repeats 1
 """
 

@@ -1,6 +1,6 @@
 """Start-up: from `cptkit train` to the end of the first optimizer step, phase by phase.
 
-The demo's small Llama (5.3M parameters) and corpora, shards already prepared (`cptkit
+The demo's small Llama (2.56M parameters) and corpora, shards already prepared (`cptkit
 prepare` once, as a user does before training), default evaluation and probes. Each round
 starts a fresh `python -m cptkit train` whose phases are timed from inside: the child wraps
 the functions the command calls (config, the shard check, the model, the two start-up checks,
