@@ -15,7 +15,8 @@ everything the scores depend on:
 - the probes (prompts, answers, distractors) and the tokenizer (its whole definition);
 - the settings: the `eval` section but `every_steps`, `model`, `train.peft`, `data.seq_len`,
   `train.micro_batch_size`, `train.document_masking`, `train.loss_chunk_tokens` and the loss
-  chunk in use, the attention kernel, the device type, the process count and strategy;
+  chunk in use, the attention kernel, the device type, the process count and
+  `train.distributed`;
 - cptkit's own source and the torch and transformers versions.
 
 A reused record is equal to a computed one to the last bit (JSON keeps floats exactly). A run
@@ -67,7 +68,7 @@ def _settings(cfg, lm, chunk, dist) -> dict:
         "seq_len": cfg.data.seq_len, "micro_batch_size": cfg.train.micro_batch_size,
         "document_masking": cfg.train.document_masking, "loss_chunk_tokens": cfg.train.loss_chunk_tokens,
         "chunk": chunk, "attention": getattr(lm.config, "_attn_implementation", None),
-        "device": dist.device.type, "world_size": dist.world_size, "strategy": cfg.train.distributed.strategy,
+        "device": dist.device.type, "world_size": dist.world_size, "distributed": to_dict(cfg.train.distributed),
         "torch": torch.__version__, "transformers": transformers.__version__,
     }
 

@@ -151,6 +151,17 @@ def test_l2sp_anchors_are_sharded_with_the_weights_under_fsdp(runs):
     assert a[-1]["loss_reg"] > 0
 
 
+def test_a_step_0_record_kept_by_two_processes_is_read_by_the_next_two(runs):
+    """Two runs of two FSDP processes from the same weights on the same shards (the penalty
+    does not change step 0): whichever ran second got the first one's record through the main
+    process, and every process went on with it."""
+    plain = runs.get("fsdp", 2, {"strategy": "fsdp"})
+    l2sp = runs.get("l2sp-fsdp", 2, {"strategy": "fsdp"}, regularizer={"kind": "l2sp", "weight": 1.0})
+    reused = ["base model's scores reused from" in runs.log(name) for name in ("fsdp", "l2sp-fsdp")]
+    assert sorted(reused) == [False, True]
+    assert read_jsonl(plain / "eval.jsonl")[0] == read_jsonl(l2sp / "eval.jsonl")[0]
+
+
 LORA = {"method": "lora", "r": 4, "dropout": 0.0}
 KL = {"kind": "kl", "weight": 0.5}
 
