@@ -29,14 +29,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import cptkit
-from cptkit.durable import write_json
+from cptkit.durable import json_safe, write_json
 from cptkit.evaluation.perplexity import EvalSet
 from cptkit.evaluation.probe_sets import ProbeSet
 from cptkit.schema import to_dict
@@ -155,23 +154,14 @@ def load(folder: Path, key: str) -> tuple[dict, list[dict]] | None:
     return metrics, rows
 
 
-def _finite(value) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_finite(v) for v in value)
-    return True
-
-
 def store(folder: Path, key: str, metrics: dict, rows: list[dict], run_dir: Path) -> None:
     """Keep the step-0 record for later runs; skipped when a value is not finite (JSON keeps
     those as null, so a read would not give them back)."""
-    if not _finite([metrics, rows]):
+    record = {"run": str(run_dir), "metrics": metrics, "probe_rows": rows}
+    if json_safe(record) != record:  # NaN is not equal to itself either
         return
     try:
-        write_json(folder / FOLDER / f"{key}.json", {"run": str(run_dir), "metrics": metrics, "probe_rows": rows})
+        write_json(folder / FOLDER / f"{key}.json", record)
     except OSError as err:
         log.warning("step 0: the base model's scores could not be kept in %s (%s); the next run scores "
                     "it again", folder / FOLDER, err)

@@ -36,3 +36,14 @@ def test_every_element_size_is_read(multipliers, dtype):
     y = x.clone()
     y[57] = 1
     assert (checksum(x, multipliers) != checksum(y, multipliers)).all()
+
+
+def test_a_record_round_trips_exactly_and_a_non_finite_one_is_not_kept(tmp_path):
+    from cptkit.evaluation.base_scores import load, store
+
+    metrics, rows = {"general_ppl": 1 / 3, "general_tokens": 7}, [{"logprob": -0.1, "choice": None}]
+    store(tmp_path, "a", metrics, rows, tmp_path / "run")
+    assert load(tmp_path, "a") == (metrics, rows)
+    store(tmp_path, "b", {"general_ppl": float("nan")}, rows, tmp_path / "run")
+    store(tmp_path, "c", metrics, [{"logprob": float("-inf")}], tmp_path / "run")
+    assert load(tmp_path, "b") is None and load(tmp_path, "c") is None
