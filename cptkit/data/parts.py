@@ -39,6 +39,9 @@ MIN_PART_BYTES = 1 << 20
 # Assumed expansion of a compressed file whose size is not recorded in it (bz2, xz, a zstd
 # frame without its content size): a guess that only sizes parts, never decides content.
 _EXPANSION = 4
+# Deflate cannot expand data more than about 1032-fold: a gzip size field above that is not the
+# file's (a truncated file ends in compressed bytes, not in its recorded size) and is ignored.
+_DEFLATE_MAX_RATIO = 1032
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def text_bytes(path: Path) -> int:
             with open(path, "rb") as fh:
                 fh.seek(-4, 2)
                 recorded = struct.unpack("<I", fh.read(4))[0]  # ISIZE: modulo 2**32
-            return recorded if recorded >= size else size * _EXPANSION
+            return recorded if size <= recorded <= size * _DEFLATE_MAX_RATIO else size * _EXPANSION
         if name.endswith((".zst", ".zstd")):
             import zstandard
 
