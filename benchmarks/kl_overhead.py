@@ -15,7 +15,9 @@ metrics.jsonl, what a user sees) and, beside it, the process's CPU time over the
 which another job on the machine disturbs far less. Memory is the process's peak resident set
 size (ru_maxrss), printed whole and above the process's resident size before the model is
 loaded (interpreter and libraries), which is the stricter ratio. Targets: time <= 1.3x and
-peak memory <= 1.3x plain.
+peak memory <= 1.3x plain. Each KL side also times the reference decoder's forward (wall time
+inside `KLToReference.reference`): 1 + its share of plain time per token is a floor no KL run
+with that reference can go under, before its output layer and the KL's softmax work.
 
     python benchmarks/kl_overhead.py                     # the demo's model (vocab 4096, 4 layers, 2.56M parameters)
     python benchmarks/kl_overhead.py --steps 8 --repeats 1
@@ -89,9 +91,11 @@ def side(args) -> None:
 
     import cptkit.train.loop as loop
     from cptkit.config import load_config
+    from cptkit.regularizers.kl import KLToReference
 
     cpu: list[float] = []  # CPU seconds of each optimizer step
-    real_step = loop.train_step
+    ref: list[float] = [0.0]  # wall seconds in the reference's forward, summed per optimizer step
+    real_step, real_reference = loop.train_step, KLToReference.reference
 
     def timed_step(run, rows):
         start = time.process_time()
@@ -99,8 +103,16 @@ def side(args) -> None:
             return real_step(run, rows)
         finally:
             cpu.append(time.process_time() - start)
+            ref.append(0.0)
 
-    loop.train_step = timed_step
+    def timed_reference(self, *args):
+        start = time.perf_counter()
+        try:
+            return real_reference(self, *args)
+        finally:
+            ref[-1] += time.perf_counter() - start
+
+    loop.train_step, KLToReference.reference = timed_step, timed_reference
     baseline = rss_kb()
     paths = json.loads(Path(args.paths).read_text())
     out = Path(args.out)
@@ -110,6 +122,7 @@ def side(args) -> None:
     tokens = sum(m["target_tokens"] for m in timed)
     seconds = sum(m["tokens"] / m["step"] / m["tokens_per_s"] for m in timed)
     print("RESULT " + json.dumps({"s_per_token": seconds / tokens, "cpu_s_per_token": sum(cpu[args.warmup:]) / tokens,
+                                  "ref_s_per_token": sum(ref[args.warmup:-1]) / tokens,
                                   "peak_kb": peak, "baseline_kb": baseline}))
 
 
@@ -139,6 +152,10 @@ def report(results: dict[str, list[dict]], args) -> None:
         cpu = ratios(results[name], lambda r: r["cpu_s_per_token"])
         print(f"{name} / plain per token, each round: time {', '.join(f'{x:.2f}' for x in wall)}; "
               f"CPU {', '.join(f'{x:.2f}' for x in cpu)}")
+        floor = [r["ref_s_per_token"] / b["s_per_token"] for r, b in zip(results[name], base)]
+        print(f"{name}: the reference decoder's forward alone, as a share of plain time per token: "
+              f"{statistics.median(floor):.2f} ({', '.join(f'{x:.2f}' for x in floor)}); "
+              f"so no {name} run can be under {1 + statistics.median(floor):.2f}x")
 
 
 def main() -> None:
